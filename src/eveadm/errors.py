@@ -1,0 +1,53 @@
+"""One small exception hierarchy; each class maps one-to-one to a CLI exit code."""
+
+
+class EveadmError(Exception):
+    """Base of every error eveadm raises on purpose. Message is one line."""
+
+    exit_code = 1
+
+
+class UsageError(EveadmError):
+    exit_code = 2
+
+
+class ValidationError(EveadmError):
+    """Invalid payload. `report` is the validate report (bad_properties, bad_values, missing_properties)."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, report: dict | None = None):
+        super().__init__(message)
+        self.report = report or {"bad_properties": [], "bad_values": [], "missing_properties": []}
+
+
+class NotFound(EveadmError):
+    exit_code = 4
+
+
+class Conflict(EveadmError):
+    """Exists already, wrong state for the operation, or lock held by another process."""
+
+    exit_code = 5
+
+
+class LockHeld(Conflict):
+    pass
+
+
+class Timeout(EveadmError):
+    exit_code = 6
+
+
+class BackendError(EveadmError):
+    """The hypervisor / runtime refused or failed; message carries its own words."""
+
+    exit_code = 1
+
+
+class BackendUnavailable(BackendError):
+    """A tool the brand needs is missing or cannot work on this host; message names the fix."""
+
+
+class NotSupported(BackendError):
+    """The operation has no meaning for this brand (e.g. `pci` on container)."""

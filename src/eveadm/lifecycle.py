@@ -1,0 +1,577 @@
+"""The lifecycle engine: one state machine above every backend (SPEC §4, after domainmgr).
+
+    provisioning -> paused -> booting -> running -> stopping -> stopped
+                 \\-> failed (create failed after retries, unpause failed, crashed, vanished)
+
+All policy lives here and only here: two-phase start (create paused, then
+activate), create retries, the stop ladder (graceful -> forced -> destroy),
+per-domain locks, truth-on-read reconciliation, and the event journal. The
+backends (eveadm.backends.*) only carry out primitives.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal as _signal
+import time
+from pathlib import Path
+
+from . import schema
+from .backends import base as B
+from .backends import load as load_backend
+from .errors import BackendError, Conflict, EveadmError, LockHeld, NotFound, Timeout, UsageError, ValidationError
+from .store import Record, Store, iso
+
+STATES = ("provisioning", "paused", "booting", "running", "stopping", "stopped", "failed")
+ACTIVE = frozenset(("provisioning", "paused", "booting", "running", "stopping"))
+INACTIVE = frozenset(("stopped", "failed"))
+
+# Legal transitions; anything else is a bug in the engine, not a user error.
+TRANSITIONS = {
+    "provisioning": {"paused", "stopped", "failed"},
+    "paused": {"booting", "stopping", "stopped", "failed"},
+    "booting": {"running", "stopping", "stopped", "failed"},
+    "running": {"stopping", "stopped", "failed"},
+    "stopping": {"stopped", "failed"},
+    "stopped": {"provisioning"},
+    "failed": {"provisioning", "stopping", "stopped"},
+}
+
+
+def _now_iso() -> str:
+    return iso(time.time())
+
+
+class Engine:
+    def __init__(self, root: Path, run_root: Path | None = None):
+        self.ctx = B.BackendContext(Path(root), run_root)
+        self.store = Store(self.ctx.root)
+        self._backends: dict[str, B.Backend] = {}
+        self.warnings: list[str] = []
+        self.progress = None  # optional callable(str) for human progress lines (CLI: stderr)
+
+    # -- settings (host config / env; tests shorten the waits) ---------------
+    def _num(self, key: str, default: float) -> float:
+        value = self.ctx.setting(key, default)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"setting {key} must be a number, not {value!r}") from None
+
+    @property
+    def lock_timeout(self) -> float:
+        return self._num("lock_timeout", 10)
+
+    # -- plumbing ----------------------------------------------------------------
+    def backend(self, brand: str) -> B.Backend:
+        if brand not in self._backends:
+            self._backends[brand] = load_backend(brand, self.ctx)
+        return self._backends[brand]
+
+    def domain(self, rec: Record) -> B.Domain:
+        return B.Domain(
+            uuid=rec.uuid, config=rec.config, backend=rec.backend,
+            data_dir=self.ctx.root / "domains" / rec.uuid, run_dir=self.ctx.run_root / rec.uuid,
+        )
+
+    def _say(self, text: str) -> None:
+        if self.progress:
+            self.progress(text)
+
+    def _transition(self, rec: Record, state: str, extra_events=(), **event_data) -> None:
+        prev = rec.state
+        if state != prev and state not in TRANSITIONS[prev]:
+            raise AssertionError(f"illegal transition {prev} -> {state} for {rec.uuid}")
+        rec.state = state
+        events = list(extra_events)
+        if state != prev:
+            events.append(("state", {"state": state, "previous_state": prev, **event_data}))
+        self.store.save(rec, events)
+
+    def _event(self, rec: Record, etype: str, **data) -> None:
+        self.store.save(rec, [(etype, data)])
+
+    def _fail(self, rec: Record, message: str, boot_failed: bool | None = None) -> None:
+        rec.runtime["error"] = {"message": message, "time": _now_iso()}
+        if boot_failed is not None:
+            rec.runtime["boot_failed"] = boot_failed
+        rec.runtime["domain_id"] = rec.runtime["pid"] = None
+        self._transition(rec, "failed", error=message)
+
+    def load(self, uuid: str) -> Record:
+        rec = self.store.get(uuid)
+        if rec is None:
+            raise NotFound(f"domain {uuid} not found")
+        return rec
+
+    def resolve(self, ident: str) -> str:
+        """A UUID, or a unique alias, to the domain's UUID."""
+        if schema.UUID_RE.match(ident):
+            if self.store.get(ident) is None:
+                raise NotFound(f"domain {ident} not found")
+            return ident
+        if not schema.ALIAS_RE.match(ident):
+            raise UsageError(f"{ident!r} is neither a UUID nor an alias")
+        matches = self.store.by_alias(ident)
+        if not matches:
+            raise NotFound(f"no domain with UUID or alias {ident!r}")
+        if len(matches) > 1:
+            raise Conflict(f"alias {ident!r} names {len(matches)} domains ({', '.join(matches)}): use the UUID")
+        return matches[0]
+
+    def lock(self, uuid: str, timeout: float | None = None):
+        return self.store.lock(uuid, self.lock_timeout if timeout is None else timeout)
+
+    # -- validation --------------------------------------------------------------
+    def check_payload(self, payload, action: str = "create", brand: str | None = None) -> dict:
+        """The validate report for a create or update payload (empty lists when valid)."""
+        if action == "create":
+            report = schema.check_create(payload)
+            if schema.is_empty(report):
+                cfg = schema.normalize(payload)
+                for path, msg in self.backend(cfg["brand"]).validate(cfg):
+                    report["bad_values"].append({"property": path, "message": msg})
+            return report
+        return schema.check_update(payload, brand)
+
+    @staticmethod
+    def _raise_report(report: dict, what: str) -> None:
+        if schema.is_empty(report):
+            return
+        parts = []
+        if report["bad_properties"]:
+            parts.append("unknown properties: " + ", ".join(report["bad_properties"]))
+        for bad in report["bad_values"]:
+            parts.append(f"{bad['property'] or 'payload'} {bad['message']}".strip())
+        if report["missing_properties"]:
+            parts.append("missing: " + ", ".join(report["missing_properties"]))
+        raise ValidationError(f"invalid {what} payload: " + "; ".join(parts), report)
+
+    # -- create / start ------------------------------------------------------------
+    def create(self, payload, paused: bool = False) -> Record:
+        self._raise_report(self.check_payload(payload, "create"), "create")
+        cfg = schema.normalize(payload)
+        uuid = cfg["uuid"]
+        backend = self.backend(cfg["brand"])
+        if self.store.get(uuid) is not None:
+            raise Conflict(f"domain {uuid} already exists")
+        backend.check_available()
+        with self.lock(uuid):
+            if self.store.get(uuid) is not None:
+                raise Conflict(f"domain {uuid} already exists")
+            rec = Record(uuid, cfg.get("alias"), cfg["brand"], "provisioning", cfg,
+                         {"tried_count": 0, "boot_failed": False}, {}, 0, 0)
+            self.store.insert(rec, ("create", {"brand": cfg["brand"], "paused": paused}))
+            if paused or cfg.get("autoboot", True):
+                self._boot(rec, activate=not paused)
+            else:
+                self._transition(rec, "stopped")
+        return rec
+
+    def start(self, ident: str) -> tuple[Record, bool]:
+        """Returns (record, did_something)."""
+        uuid = self.resolve(ident)
+        with self.lock(uuid):
+            rec = self.load(uuid)
+            self._reconcile_locked(rec)
+            changed_autoboot = not rec.config.get("autoboot", True)
+            rec.config["autoboot"] = True
+            if rec.state == "running":
+                if changed_autoboot:
+                    self.store.save(rec)
+                return rec, False
+            if rec.state == "paused":
+                self._activate(rec, self.domain(rec))
+            elif rec.state in INACTIVE:
+                rec.runtime.pop("pending_restart", None)
+                self._transition(rec, "provisioning")
+                self._boot(rec, activate=True)
+            else:  # booting/stopping/provisioning left by a killed command: the backend decides
+                raise Conflict(f"domain {uuid} is {rec.state}; run `eveadm stop {uuid}` first")
+            return rec, True
+
+    def _boot(self, rec: Record, activate: bool) -> None:
+        """Create paused (with retries), then activate unless asked to stay paused."""
+        dom = self.domain(rec)
+        backend = self.backend(rec.brand)
+        try:
+            backend.check_available()
+            dom.data_dir.mkdir(parents=True, exist_ok=True)
+            dom.run_dir.mkdir(parents=True, exist_ok=True)
+            backend.prepare(dom)
+        except EveadmError as exc:
+            self.store.save(rec)  # keep whatever the backend noted about files it made
+            self._fail(rec, f"prepare failed: {exc}", boot_failed=True)
+            raise
+        tries = int(self._num("create_tries", 3))
+        delay = self._num("create_retry_delay", 5)
+        attempt = 0
+        while True:
+            attempt += 1
+            rec.runtime["tried_count"] = attempt
+            try:
+                backend.create_paused(dom)
+                break
+            except EveadmError as exc:
+                self._event(rec, "create.failed", attempt=attempt, message=str(exc))
+                self._quietly(backend.destroy, dom)
+                if attempt >= tries:
+                    self._quietly(backend.release, dom)
+                    self._fail(rec, f"create failed after {attempt} tries: {exc}", boot_failed=True)
+                    raise BackendError(f"domain {rec.uuid}: create failed after {attempt} tries: {exc}") from None
+                self._say(f"create of {rec.uuid} failed ({exc}); retrying in {delay:g}s")
+                time.sleep(delay)  # domainmgr's retry pacing (policy, configurable), not synchronisation
+        rec.runtime.update(boot_failed=False, error=None)
+        self._note_status(rec, backend.status([dom])[rec.uuid])
+        self._transition(rec, "paused")
+        if activate:
+            self._activate(rec, dom)
+
+    def _activate(self, rec: Record, dom: B.Domain) -> None:
+        """domainmgr doActivateTail: backend tuning + unpause, then confirm it runs."""
+        backend = self.backend(rec.brand)
+        self._transition(rec, "booting")
+        try:
+            backend.unpause(dom)
+        except EveadmError as exc:
+            # domainmgr left the domain paused here; we destroy it so nothing lingers half-started
+            self._event(rec, "activate.failed", message=str(exc))
+            self._quietly(backend.destroy, dom)
+            self._quietly(backend.release, dom)
+            self._fail(rec, f"unpause failed: {exc}")
+            raise BackendError(f"domain {rec.uuid}: unpause failed: {exc}") from None
+        holder = {}
+
+        def settled():
+            holder["st"] = backend.status([dom])[rec.uuid]
+            return holder["st"].state != B.PAUSED
+
+        settled_ok = B.wait_until(settled, self._num("activate_timeout", 10))
+        st = holder["st"]
+        rec.runtime["boot_timestamp"] = _now_iso()
+        if settled_ok and st.state == B.RUNNING:
+            self._note_status(rec, st)
+            self._transition(rec, "running")
+        elif st.state == B.SHUTDOWN:  # ran and ended at once (a container whose program exits)
+            self._transition(rec, "running")
+            self._finish_gone(rec, dom, st, "exited by itself")  # noqa: stopped, not failed
+        else:
+            msg = st.error or ("still paused after unpause" if not settled_ok else f"backend reports {st.state}")
+            self._quietly(backend.destroy, dom)
+            self._quietly(backend.release, dom)
+            self._fail(rec, f"did not start: {msg}")
+            raise BackendError(f"domain {rec.uuid} did not start: {msg}")
+
+    def _present(self, rec: Record) -> bool:
+        """Does the backend still hold something of this domain? (After reconciliation.)"""
+        if rec.state in ACTIVE:
+            return True
+        if rec.state == "stopped":
+            return False
+        st = self._quietly(self.backend(rec.brand).status, [self.domain(rec)])
+        return bool(st) and not st[rec.uuid].gone
+
+    @staticmethod
+    def _note_status(rec: Record, st: B.Status) -> None:
+        rec.runtime["domain_id"] = st.domain_id
+        rec.runtime["pid"] = st.pid
+
+    @staticmethod
+    def _quietly(fn, *args, **kw):
+        try:
+            return fn(*args, **kw)
+        except EveadmError:
+            return None
+
+    # -- stop --------------------------------------------------------------------------
+    def stop(self, ident: str, force: bool = False, timeout: float | None = None) -> tuple[Record, bool]:
+        uuid = self.resolve(ident)
+        with self.lock(uuid):
+            rec = self.load(uuid)
+            self._reconcile_locked(rec)
+            rec.config["autoboot"] = False
+            if not self._present(rec):
+                self.store.save(rec)
+                return rec, False
+            self._stop(rec, force=force, timeout=timeout)
+            return rec, True
+
+    def _stop(self, rec: Record, force: bool, timeout: float | None, impatient: bool = False) -> None:
+        """The ladder: graceful request, wait; forced request, wait; destroy, wait. Returns once gone."""
+        backend = self.backend(rec.brand)
+        dom = self.domain(rec)
+        budget = float(rec.config.get("stop_timeout", backend.default_stop_timeout) if timeout is None else timeout)
+        force_budget = self._num("force_timeout", 10)
+        if impatient:  # delete: domainmgr's impatient doInactivate, shortened further
+            budget, force_budget = min(budget, 6), min(force_budget, 6)
+        running = rec.state in ("running", "booting", "stopping")
+        self._transition(rec, "stopping")
+        gone = False
+        if running and not force and budget > 0:
+            err = self._try(backend.shutdown, dom, False)
+            self._event(rec, "stop.graceful_sent", timeout=budget, **({"error": err} if err else {}))
+            self._say(f"asked {rec.uuid} to shut down; waiting up to {budget:g}s")
+            gone = backend.wait_gone(dom, budget)
+        if running and not gone:
+            err = self._try(backend.shutdown, dom, True)
+            self._event(rec, "stop.forced", timeout=force_budget, **({"error": err} if err else {}))
+            gone = backend.wait_gone(dom, force_budget)
+        if not gone:
+            err = self._try(backend.destroy, dom)
+            self._event(rec, "stop.destroyed", **({"error": err} if err else {}))
+            gone = backend.wait_gone(dom, self._num("destroy_timeout", 10))
+            if not gone:
+                self.store.save(rec)
+                self._fail(rec, "could not destroy the domain: it is still there after destroy")
+                raise Timeout(f"domain {rec.uuid} is still present after destroy ({err or 'no error reported'})")
+            st = B.Status(B.ABSENT)
+        else:
+            st = backend.status([dom])[rec.uuid]
+        self._finish_gone(rec, dom, st, "stopped by eveadm")
+
+    def _finish_gone(self, rec: Record, dom: B.Domain, st: B.Status, reason: str, failure: str | None = None) -> None:
+        """The domain no longer runs: clean up what remains and record how it ended
+        (`failure` set: failed with that error; else stopped with `reason`)."""
+        backend = self.backend(rec.brand)
+        if st.state != B.ABSENT:  # e.g. QEMU idling in 'shutdown', an exited container's state
+            self._quietly(backend.destroy, dom)
+        self._quietly(backend.release, dom)
+        rec.runtime.update(domain_id=None, pid=None, exit_timestamp=_now_iso())
+        if st.exit_status is not None:
+            rec.runtime["exit_status"] = st.exit_status
+        if failure:
+            self._fail(rec, failure)
+        else:
+            self._transition(rec, "stopped", reason=reason)
+
+    @staticmethod
+    def _try(fn, *args) -> str | None:
+        try:
+            fn(*args)
+            return None
+        except EveadmError as exc:
+            return str(exc)
+
+    # -- reboot / kill -------------------------------------------------------------------
+    def reboot(self, ident: str, force: bool = False) -> Record:
+        uuid = self.resolve(ident)
+        with self.lock(uuid):
+            rec = self.load(uuid)
+            self._reconcile_locked(rec)
+            if rec.state not in ("running", "paused", "booting"):
+                raise Conflict(f"domain {uuid} is {rec.state}, not running: use start")
+            self._stop(rec, force=force, timeout=None)
+            self._event(rec, "reboot")
+            self._transition(rec, "provisioning")
+            self._boot(rec, activate=True)
+            return rec
+
+    def kill(self, ident: str, sig: int = _signal.SIGKILL) -> Record:
+        uuid = self.resolve(ident)
+        with self.lock(uuid):
+            rec = self.load(uuid)
+            self._reconcile_locked(rec)
+            if rec.state not in ("running", "paused", "booting", "stopping"):
+                raise Conflict(f"domain {uuid} is {rec.state}: nothing to signal")
+            self.backend(rec.brand).kill(self.domain(rec), sig)
+            self._event(rec, "kill", signal=_signal.Signals(sig).name)
+            return rec
+
+    # -- delete ---------------------------------------------------------------------------
+    def delete(self, ident: str) -> list[str]:
+        uuid = self.resolve(ident)
+        with self.lock(uuid):
+            rec = self.load(uuid)
+            self._reconcile_locked(rec)
+            backend = self.backend(rec.brand)
+            dom = self.domain(rec)
+            if self._present(rec):
+                self._stop(rec, force=False, timeout=None, impatient=True)
+            removed = list(backend.release(dom, delete=True) or [])
+            for path in (dom.data_dir, dom.run_dir):
+                if path.exists():
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(str(path))
+            self.store.remove(rec, ("delete", {"removed": removed}))
+            self.store.drop_lock_file(uuid)
+        return removed
+
+    # -- update -----------------------------------------------------------------------------
+    def update(self, ident: str, payload) -> tuple[Record, list[str], list[str]]:
+        uuid = self.resolve(ident)
+        with self.lock(uuid):
+            rec = self.load(uuid)
+            self._raise_report(schema.check_update(payload, rec.brand), "update")
+            new, changed = schema.apply_update(rec.config, payload)
+            full = schema.check_create({k: v for k, v in new.items()})
+            if schema.is_empty(full):
+                for path, msg in self.backend(rec.brand).validate(new):
+                    full["bad_values"].append({"property": path, "message": msg})
+            self._raise_report(full, "update")
+            self._reconcile_locked(rec)
+            if "pci_devices" in changed and rec.state not in INACTIVE:
+                raise Conflict(f"domain {uuid} is {rec.state}: pci_devices change only while stopped")
+            live = [k for k in changed if schema.update_mode(k) == schema.LIVE]
+            restart = [k for k in changed if k not in live]
+            if rec.state in INACTIVE:
+                live, restart = changed, []  # nothing runs: all of it takes effect at the next start
+            else:
+                rec.runtime["pending_restart"] = sorted(set(rec.runtime.get("pending_restart") or []) | set(restart))
+            rec.config = new
+            rec.alias = new.get("alias")
+            self.store.save(rec, [("update", {"changed": changed, "live": live, "restart": restart})])
+            return rec, live, restart
+
+    # -- truth on read -------------------------------------------------------------------------
+    def reconcile(self, recs: list[Record]) -> None:
+        """Ask each backend ONCE about all its active domains; record what changed."""
+        by_brand: dict[str, list[Record]] = {}
+        for rec in recs:
+            if rec.state in ACTIVE:
+                by_brand.setdefault(rec.brand, []).append(rec)
+        for brand, group in by_brand.items():
+            try:
+                backend = self.backend(brand)
+                statuses = backend.status([self.domain(r) for r in group])
+            except EveadmError as exc:
+                self.warnings.append(f"cannot verify {brand} domains: {exc}")
+                continue
+            for rec in group:
+                st = statuses.get(rec.uuid, B.Status(B.ABSENT))
+                if self._disagrees(rec, st):
+                    self._settle(rec, st)
+                elif st.state in (B.RUNNING, B.PAUSED) and (st.domain_id, st.pid) != (
+                        rec.runtime.get("domain_id"), rec.runtime.get("pid")):
+                    rec.runtime["domain_id"], rec.runtime["pid"] = st.domain_id, st.pid
+
+    @staticmethod
+    def _disagrees(rec: Record, st: B.Status) -> bool:
+        if st.gone:
+            return True
+        if rec.state == "provisioning" or rec.state == "stopping":
+            return True  # a command working on it holds the lock; one that died left this behind
+        return False
+
+    def _settle(self, rec: Record, st: B.Status) -> None:
+        """Record a change the backend reported, unless a command is working on the domain now."""
+        try:
+            with self.store.lock(rec.uuid, 0):
+                fresh = self.store.get(rec.uuid)
+                if fresh is None:
+                    return
+                rec.__init__(fresh.uuid, fresh.alias, fresh.brand, fresh.state, fresh.config, fresh.runtime,
+                             fresh.backend, fresh.created, fresh.modified)
+                self._reconcile_locked(rec, st)
+        except LockHeld:
+            pass
+
+    def _reconcile_locked(self, rec: Record, st: B.Status | None = None) -> None:
+        """With the lock held: bring the record in line with the backend."""
+        if rec.state not in ACTIVE:
+            return
+        dom = self.domain(rec)
+        if st is None:
+            try:
+                st = self.backend(rec.brand).status([dom])[rec.uuid]
+            except EveadmError as exc:
+                self.warnings.append(f"cannot verify {rec.uuid}: {exc}")
+                return
+        if st.gone:
+            if rec.state == "stopping":  # a stop was interrupted after the domain went away
+                self._finish_gone(rec, dom, st, "stopped by eveadm")
+            elif st.state == B.SHUTDOWN:
+                ended = "exited by itself" if rec.brand == "container" else "powered off by itself"
+                self._finish_gone(rec, dom, st, ended)
+            elif st.state == B.CRASHED:
+                self._finish_gone(rec, dom, st, "crashed", failure=st.error or "crashed")
+            elif rec.state == "provisioning":
+                self._finish_gone(rec, dom, st, "", failure="create was interrupted before the domain existed")
+            else:
+                self._finish_gone(rec, dom, st, "", failure=f"domain vanished: {rec.brand} no longer knows it "
+                                                            "(destroyed outside eveadm?)")
+        elif rec.state in ("provisioning", "stopping"):
+            # a command died half-way and the domain still exists: say so; stop or delete cleans up
+            rec.runtime["error"] = {"message": f"an eveadm command was interrupted while {rec.state}",
+                                    "time": _now_iso()}
+            self._transition(rec, "failed", error=rec.runtime["error"]["message"])
+
+    # -- reads -----------------------------------------------------------------------------------
+    def get(self, ident: str) -> Record:
+        rec = self.load(self.resolve(ident))
+        self.reconcile([rec])
+        return rec
+
+    def list(self) -> list[Record]:
+        recs = self.store.all()
+        self.reconcile(recs)
+        return recs
+
+    def info(self, ident: str) -> dict:
+        rec = self.get(ident)
+        backend = self.backend(rec.brand)
+        dom = self.domain(rec)
+        out = {"uuid": rec.uuid, "brand": rec.brand, "state": rec.state}
+        if rec.state in ACTIVE:
+            out["runtime"] = backend.info(dom)
+        out["host"] = backend.host_info()
+        log = backend.console_log(dom)
+        if log:
+            out["console_log"] = str(log)
+        return out
+
+    def console_log(self, ident: str) -> Path | None:
+        rec = self.load(self.resolve(ident))
+        return self.backend(rec.brand).console_log(self.domain(rec))
+
+    def console(self, ident: str) -> int:
+        rec = self.get(ident)
+        if rec.state not in ("running", "paused", "booting"):
+            raise Conflict(f"domain {rec.uuid} is {rec.state}: no console to attach to")
+        return self.backend(rec.brand).console(self.domain(rec))
+
+    def doctor(self, fix: bool = False) -> list[str]:
+        """Drift between records and reality; with fix, repair it. Returns one line per finding."""
+        findings = []
+        recs = self.store.all()
+        before = {r.uuid: r.state for r in recs}
+        self.reconcile(recs)
+        for rec in recs:
+            if before[rec.uuid] != rec.state:
+                findings.append(f"{rec.uuid}: was recorded {before[rec.uuid]}, is {rec.state} (record corrected)")
+            if rec.state == "failed" and self._present(rec):
+                findings.append(f"{rec.uuid}: failed but still present in {rec.brand}")
+                if fix:
+                    with self.lock(rec.uuid):
+                        self._stop(rec, force=True, timeout=0)
+        known = {r.uuid for r in recs}
+        for parent in (self.ctx.root / "domains", self.ctx.run_root):
+            if parent.is_dir():
+                for path in parent.iterdir():
+                    if schema.UUID_RE.match(path.name) and path.name not in known:
+                        findings.append(f"{path}: left over from a deleted domain")
+                        if fix:
+                            shutil.rmtree(path, ignore_errors=True)
+        return findings
+
+    def render(self, payload) -> str:
+        self._raise_report(self.check_payload(payload, "create"), "create")
+        cfg = schema.normalize(payload)
+        rec = Record(cfg["uuid"], cfg.get("alias"), cfg["brand"], "stopped", cfg, {}, {}, 0, 0)
+        return self.backend(cfg["brand"]).render(self.domain(rec))
+
+
+def to_dict(rec: Record) -> dict:
+    """A domain as `get` shows it: its config, then its read-only runtime properties."""
+    out = dict(rec.config)
+    rt = rec.runtime
+    out["state"] = rec.state
+    for key in ("domain_id", "pid", "boot_timestamp", "exit_status", "exit_timestamp", "tried_count",
+                "boot_failed", "pending_restart"):
+        if rt.get(key) is not None and rt.get(key) != []:
+            out[key] = rt[key]
+    if rt.get("error"):
+        out["error"] = rt["error"]
+    out["create_timestamp"] = iso(rec.created)
+    out["last_modified"] = iso(rec.modified)
+    out["backend"] = rec.backend
+    return out

@@ -1,0 +1,176 @@
+"""`list` and `lookup` as vmadm does them: fields, nested keys, filters, sorting, padded columns."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import UsageError
+
+# field -> (header, minimum width)
+LIST_FIELDS = {
+    "uuid": ("UUID", 36),
+    "type": ("TYPE", 4),
+    "ram": ("RAM", 7),
+    "state": ("STATE", 16),
+    "alias": ("ALIAS", 10),
+    "brand": ("BRAND", 9),
+    "vcpus": ("VCPUS", 5),
+    "max_ram": ("MAX_RAM", 8),
+    "cpus": ("CPUS", 8),
+    "virt_mode": ("MODE", 4),
+    "autoboot": ("AUTOBOOT", 8),
+    "pid": ("PID", 6),
+    "domain_id": ("DOMID", 6),
+    "image": ("IMAGE", 20),
+    "stop_timeout": ("STOP_TIMEOUT", 12),
+    "on_crash": ("ON_CRASH", 8),
+    "exit_status": ("EXIT", 4),
+    "exit_timestamp": ("EXIT_TIMESTAMP", 24),
+    "create_timestamp": ("CREATE_TIMESTAMP", 24),
+    "boot_timestamp": ("BOOT_TIMESTAMP", 24),
+    "last_modified": ("LAST_MODIFIED", 24),
+    "tried_count": ("TRIES", 5),
+    "boot_failed": ("BOOT_FAILED", 11),
+    "vnc_port": ("VNC", 5),
+}
+DEFAULT_COLUMNS = ["uuid", "type", "ram", "state", "alias"]
+DEFAULT_SORT = ["ram", "uuid"]
+
+_NESTED_RE = re.compile(
+    r"^(?:(disks)\.(\*|\d+)\.(path|format|media|model|readonly|boot|size|preserve)"
+    r"|(nics)\.(\*|\d+)\.(mac|bridge|model|vif|mtu)"
+    r"|(pci_devices)\.(\*|\d+)\.(address)"
+    r"|(tags|customer_metadata|env)\.[^.]+"
+    r"|(error)\.(message|time))$"
+)
+
+TYPES = {"kvm": "KVM", "xen": "XEN", "container": "CONT", "rkt": "RKT", "null": "NULL"}
+
+
+def add_fake_fields(obj: dict) -> dict:
+    obj["type"] = TYPES.get(obj.get("brand"), "?")
+    return obj
+
+
+def check_key(key: str, what: str) -> None:
+    if key in LIST_FIELDS or _NESTED_RE.match(key):
+        return
+    raise UsageError(f'invalid {what} key: "{key}"')
+
+
+def check_column(key: str, what: str) -> None:
+    if key in LIST_FIELDS:
+        return
+    if ".*." in key:
+        raise UsageError(f'invalid {what} key: "{key}" (a column names one element, not *)')
+    check_key(key, what)
+
+
+_MISSING = object()
+
+
+def values_at(obj, key: str) -> list:
+    """All values at a dotted path; `*` fans out over a list."""
+    current = [obj]
+    for part in key.split("."):
+        nxt = []
+        for item in current:
+            if part == "*" and isinstance(item, list):
+                nxt.extend(item)
+            elif isinstance(item, list) and part.isdigit():
+                if int(part) < len(item):
+                    nxt.append(item[int(part)])
+            elif isinstance(item, dict) and part in item:
+                nxt.append(item[part])
+        current = nxt
+    return current
+
+
+def value_at(obj, key: str):
+    vals = values_at(obj, key)
+    return vals[0] if vals else _MISSING
+
+
+def _as_text(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return ""
+    return str(v)
+
+
+def parse_filters(args: list[str], what: str = "filter") -> list:
+    """`field=value` (exact) and `field=~regex` (case-insensitive, unanchored) -> matchers."""
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep or not key:
+            raise UsageError(f'invalid {what} "{arg}": use field=value or field=~regex')
+        check_key(key, what)
+        if value.startswith("~"):
+            try:
+                rx = re.compile(value[1:], re.IGNORECASE)
+            except re.error as exc:
+                raise UsageError(f'invalid regular expression in "{arg}": {exc}') from None
+            out.append((key, lambda v, rx=rx: rx.search(_as_text(v)) is not None))
+        else:
+            if key.endswith(".mac") or key == "mac":
+                value = ":".join(p.zfill(2) for p in value.lower().split(":"))
+            out.append((key, lambda v, value=value: _as_text(v) == value))
+    return out
+
+
+def matches(obj: dict, filters) -> bool:
+    for key, test in filters:
+        if not any(test(v) for v in values_at(obj, key)):
+            return False
+    return True
+
+
+def _sort_key(value):
+    # vmadm order (ascending): truthy values, then falsy ones (0, "", false), then absent
+    if value is _MISSING or value is None:
+        return (2, 0, "")
+    rank = 0 if value else 1
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (rank, 0, value)
+    return (rank, 1, _as_text(value))
+
+
+def sort_objects(objs: list[dict], fields: list[str]) -> list[dict]:
+    for f in fields:
+        check_column(f.lstrip("+-"), "sort")
+    out = list(objs)
+    for f in reversed(fields):
+        desc = f.startswith("-")
+        name = f.lstrip("+-")
+        out.sort(key=lambda o: _sort_key(value_at(o, name)), reverse=desc)
+    return out
+
+
+def cell(value, parsable: bool) -> str:
+    if value is _MISSING or value is None or value is False or value == "" or value == [] or value == {}:
+        return "" if parsable else "-"
+    if isinstance(value, (dict, list)):
+        import json
+
+        return json.dumps(value, separators=(",", ":"))
+    return _as_text(value)
+
+
+def header_of(field: str) -> tuple[str, int]:
+    return LIST_FIELDS.get(field) or (field.upper(), 20)
+
+
+def format_table(objs: list[dict], columns: list[str], parsable: bool = False, header: bool = True) -> str:
+    lines = []
+    if parsable:
+        for o in objs:
+            lines.append(":".join(cell(value_at(o, c), True) for c in columns))
+        return "\n".join(lines) + ("\n" if lines else "")
+    widths = [header_of(c)[1] for c in columns]
+    if header:
+        lines.append("  ".join(h.ljust(w) for h, w in zip((header_of(c)[0] for c in columns), widths)).rstrip())
+    for o in objs:
+        lines.append("  ".join(cell(value_at(o, c), False).ljust(w) for c, w in zip(columns, widths)).rstrip())
+    return "\n".join(lines) + ("\n" if lines else "")

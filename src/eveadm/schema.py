@@ -1,0 +1,468 @@
+"""The payload: every property, its type, range, create/update rules and defaults (SPEC §2).
+
+`check_create(payload)` / `check_update(payload, brand)` return a validate
+report {bad_properties, bad_values, missing_properties}; an empty report
+means valid. `normalize(payload)` applies defaults and generated values to a
+valid create payload. `apply_update(config, payload)` returns the new config
+and which top-level properties changed. Nothing here touches the disk except
+existence checks of paths the user points at.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import uuid as _uuid
+
+BRANDS = ("kvm", "xen", "container", "rkt", "null")
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+ALIAS_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+CPUS_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+PCI_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+VM_BRANDS = ("kvm", "xen")
+CONTAINER_BRANDS = ("container", "rkt")
+
+# Update modes: "live" applies at once; "restart" is stored and takes effect at the next start;
+# "stopped" may change only while the domain is stopped; None: cannot be changed after create.
+LIVE, RESTART, STOPPED = "live", "restart", "stopped"
+
+
+class Prop:
+    def __init__(self, check, update=RESTART, brands=None, default=None):
+        self.check = check  # fn(value, path, errors) -> None
+        self.update = update
+        self.brands = brands  # None = every brand
+        self.default = default  # value or fn(config) -> value; None = absent
+
+
+# -- value checkers: each appends (path, message) to errors -----------------
+
+
+def _int(lo=None, hi=None):
+    def check(v, path, errs):
+        if isinstance(v, bool) or not isinstance(v, int):
+            errs.append((path, "must be an integer"))
+        elif lo is not None and v < lo:
+            errs.append((path, f"must be at least {lo}"))
+        elif hi is not None and v > hi:
+            errs.append((path, f"must be at most {hi}"))
+
+    return check
+
+
+def _bool(v, path, errs):
+    if not isinstance(v, bool):
+        errs.append((path, "must be true or false"))
+
+
+def _str(regex=None, max_len=None, what="", allow_empty=False):
+    def check(v, path, errs):
+        if not isinstance(v, str):
+            errs.append((path, "must be a string"))
+        elif not v and not allow_empty:
+            errs.append((path, "must not be empty"))
+        elif "\0" in v or "\n" in v and regex is not None:
+            errs.append((path, "must be a single line"))
+        elif max_len is not None and len(v) > max_len:
+            errs.append((path, f"must be at most {max_len} characters"))
+        elif regex is not None and not regex.match(v):
+            errs.append((path, f"must be {what}"))
+
+    return check
+
+
+def _enum(*choices):
+    def check(v, path, errs):
+        if v not in choices:
+            errs.append((path, "must be one of " + ", ".join(map(str, choices))))
+
+    return check
+
+
+def _abspath(v, path, errs):
+    if not isinstance(v, str) or not v:
+        errs.append((path, "must be an absolute path"))
+    elif not v.startswith("/") or "\0" in v or "\n" in v:
+        errs.append((path, "must be an absolute path"))
+
+
+def _existing_file(v, path, errs):
+    n = len(errs)
+    _abspath(v, path, errs)
+    if len(errs) == n and not os.path.exists(v):
+        errs.append((path, f"{v} does not exist"))
+
+
+def _flat_object(values="scalar"):
+    def check(v, path, errs):
+        if not isinstance(v, dict):
+            errs.append((path, "must be an object"))
+            return
+        for k, item in v.items():
+            if values == "str":
+                if not ENV_KEY_RE.match(k):
+                    errs.append((f"{path}.{k}", "is not a valid variable name"))
+                elif not isinstance(item, str):
+                    errs.append((f"{path}.{k}", "must be a string"))
+            elif not isinstance(item, (str, int, float, bool)) or item is None:
+                errs.append((f"{path}.{k}", "must be a string, number or boolean"))
+
+    return check
+
+
+def _str_list(v, path, errs):
+    if not isinstance(v, list) or not v:
+        errs.append((path, "must be a non-empty list of strings"))
+        return
+    for i, item in enumerate(v):
+        if not isinstance(item, str) or "\0" in item:
+            errs.append((f"{path}.{i}", "must be a string"))
+
+
+def _object(fields: dict, required=()):
+    def check(v, path, errs, bad_props=None):
+        if not isinstance(v, dict):
+            errs.append((path, "must be an object"))
+            return
+        for k, item in v.items():
+            if k not in fields:
+                errs.append((f"{path}.{k}", "is not a known property"))
+            else:
+                fields[k](item, f"{path}.{k}", errs)
+        for k in required:
+            if k not in v:
+                errs.append((f"{path}.{k}", "is required"))
+
+    return check
+
+
+def _list_of(item_check):
+    def check(v, path, errs):
+        if not isinstance(v, list):
+            errs.append((path, "must be a list"))
+            return
+        for i, item in enumerate(v):
+            item_check(item, f"{path}.{i}", errs)
+
+    return check
+
+
+DISK_FIELDS = {
+    "path": _abspath,
+    "format": _enum("raw", "qcow2", "iso"),
+    "media": _enum("disk", "cdrom"),
+    "model": _enum("virtio", "ide", "scsi"),
+    "readonly": _bool,
+    "boot": _bool,
+    "size": _int(1, 16 * 1024 * 1024),
+    "preserve": _bool,
+}
+NIC_FIELDS = {
+    "mac": _str(MAC_RE, what="a lowercase MAC address like 02:00:00:aa:bb:cc"),
+    "bridge": _str(IFNAME_RE, what="an interface name (1-15 of A-Z a-z 0-9 _ . -)"),
+    "model": _enum("virtio", "e1000", "rtl8139"),
+    "vif": _str(IFNAME_RE, what="an interface name (1-15 of A-Z a-z 0-9 _ . -)"),
+    "mtu": _int(68, 65535),
+}
+PCI_FIELDS = {"address": _str(PCI_RE, what="a PCI address DDDD:BB:DD.F (lowercase hex)")}
+
+
+def _disk(v, path, errs):
+    n = len(errs)
+    _object(DISK_FIELDS)(v, path, errs)
+    if len(errs) > n:
+        return
+    if "path" not in v and "size" not in v:
+        errs.append((path, "needs a path, a size, or both"))
+    elif "path" in v and "size" not in v and not os.path.exists(v["path"]):
+        errs.append((f"{path}.path", f"{v['path']} does not exist"))
+    if "size" in v and v.get("preserve") is not None:
+        errs.append((f"{path}.preserve", "does not apply to a blank disk created from size"))
+
+
+def _nic(v, path, errs):
+    _object(NIC_FIELDS)(v, path, errs)
+
+
+def _pci(v, path, errs):
+    _object(PCI_FIELDS, required=("address",))(v, path, errs)
+
+
+def _image(v, path, errs):
+    if not isinstance(v, str) or not v or "\0" in v:
+        errs.append((path, "must be a rootfs directory, oci:DIR[:TAG], or (rkt) an image hash"))
+
+
+def _default_stop_timeout(cfg):
+    return 10 if cfg.get("brand") in CONTAINER_BRANDS else 60
+
+
+def _default_virt_mode(cfg):
+    return {"xen": "pvh", "kvm": "hvm"}.get(cfg.get("brand"))
+
+
+PROPERTIES: dict[str, Prop] = {
+    "uuid": Prop(_str(UUID_RE, what="a lowercase UUID"), update=None),
+    "alias": Prop(_str(ALIAS_RE, 64, "1-64 of A-Z a-z 0-9 . _ -"), update=LIVE),
+    "brand": Prop(_enum(*BRANDS), update=None),
+    "vcpus": Prop(_int(1, 256), default=1),
+    "ram": Prop(_int(16, 16 * 1024 * 1024), default=256),
+    "max_ram": Prop(_int(16, 16 * 1024 * 1024)),
+    "cpus": Prop(_str(CPUS_RE, what="a CPU list like 0-1,3")),
+    "virt_mode": Prop(_enum("pv", "pvh", "hvm", "fml"), brands=VM_BRANDS, default=_default_virt_mode),
+    "kernel": Prop(_existing_file, brands=VM_BRANDS),
+    "initrd": Prop(_existing_file, brands=VM_BRANDS),
+    "cmdline": Prop(_str(max_len=4096, allow_empty=True), brands=VM_BRANDS),
+    "firmware": Prop(_existing_file, brands=VM_BRANDS),
+    "disks": Prop(_list_of(_disk), default=lambda cfg: []),
+    "nics": Prop(_list_of(_nic), default=lambda cfg: []),
+    "pci_devices": Prop(_list_of(_pci), update=STOPPED, brands=("kvm", "xen", "rkt", "null"), default=lambda cfg: []),
+    "vnc_port": Prop(_int(-1, 65535), brands=VM_BRANDS + ("null",), default=-1),
+    "vnc_password": Prop(_str(max_len=8), brands=VM_BRANDS + ("null",)),
+    "image": Prop(_image, update=None, brands=CONTAINER_BRANDS + ("null",)),
+    "cmd": Prop(_str_list, brands=("container", "null")),
+    "env": Prop(_flat_object("str"), brands=CONTAINER_BRANDS + ("null",), default=lambda cfg: {}),
+    "workdir": Prop(_abspath, brands=("container", "null")),
+    "terminal": Prop(_bool, brands=("container",), default=False),
+    "readonly_root": Prop(_bool, brands=("container",), default=False),
+    "accel": Prop(_enum("auto", "kvm", "tcg"), brands=("kvm",), default="auto"),
+    "machine": Prop(_enum("q35", "pc"), brands=("kvm",), default="q35"),
+    "cloud_init": Prop(_object({"user_data": _str(allow_empty=True), "meta_data": _str(allow_empty=True)})),
+    "autoboot": Prop(_bool, update=LIVE, default=True),
+    "stop_timeout": Prop(_int(0, 86400), update=LIVE, default=_default_stop_timeout),
+    "on_crash": Prop(_enum("halt", "restart"), update=LIVE, default="halt"),
+    "customer_metadata": Prop(_flat_object(), update=None, default=lambda cfg: {}),
+    "tags": Prop(_flat_object(), update=None, default=lambda cfg: {}),
+}
+
+# update-only verbs (vmadm): key -> checker of its value
+UPDATE_VERBS = {
+    "set_tags": _flat_object(),
+    "remove_tags": _str_list,
+    "set_customer_metadata": _flat_object(),
+    "remove_customer_metadata": _str_list,
+    "add_nics": _list_of(_nic),
+    "update_nics": _list_of(_object(NIC_FIELDS, required=("mac",))),
+    "remove_nics": _str_list,
+    "add_disks": _list_of(_disk),
+    "update_disks": _list_of(_object({k: v for k, v in DISK_FIELDS.items() if k != "size"}, required=("path",))),
+    "remove_disks": _str_list,
+}
+
+
+def empty_report() -> dict:
+    return {"bad_properties": [], "bad_values": [], "missing_properties": []}
+
+
+def is_empty(report: dict) -> bool:
+    return not (report["bad_properties"] or report["bad_values"] or report["missing_properties"])
+
+
+def _add_bad(report, errs):
+    for path, msg in errs:
+        report["bad_values"].append({"property": path, "message": msg})
+
+
+def check_create(payload) -> dict:
+    report = empty_report()
+    if not isinstance(payload, dict):
+        report["bad_values"].append({"property": "", "message": "payload must be a JSON object"})
+        return report
+    brand = payload.get("brand")
+    if "brand" not in payload:
+        report["missing_properties"].append("brand")
+    errs: list = []
+    for key, value in payload.items():
+        prop = PROPERTIES.get(key)
+        if prop is None:
+            report["bad_properties"].append(key)
+            continue
+        prop.check(value, key, errs)
+        if prop.brands and brand in BRANDS and brand not in prop.brands:
+            errs.append((key, f"does not apply to brand {brand}"))
+    if brand in CONTAINER_BRANDS and "image" not in payload:
+        report["missing_properties"].append("image")
+    ram, max_ram = payload.get("ram", 256), payload.get("max_ram")
+    if isinstance(max_ram, int) and isinstance(ram, int) and max_ram < ram:
+        errs.append(("max_ram", f"must be at least ram ({ram})"))
+    if brand == "kvm" and payload.get("virt_mode") in ("pv", "pvh"):
+        errs.append(("virt_mode", "brand kvm supports hvm and fml"))
+    _check_disk_paths_unique(payload.get("disks"), errs)
+    _add_bad(report, errs)
+    return report
+
+
+def _check_disk_paths_unique(disks, errs):
+    if not isinstance(disks, list):
+        return
+    seen = set()
+    for i, d in enumerate(disks):
+        if isinstance(d, dict) and isinstance(d.get("path"), str):
+            if d["path"] in seen:
+                errs.append((f"disks.{i}.path", f"{d['path']} is used twice"))
+            seen.add(d["path"])
+
+
+def check_update(payload, brand: str | None = None) -> dict:
+    report = empty_report()
+    if not isinstance(payload, dict):
+        report["bad_values"].append({"property": "", "message": "payload must be a JSON object"})
+        return report
+    errs: list = []
+    for key, value in payload.items():
+        if key in UPDATE_VERBS:
+            UPDATE_VERBS[key](value, key, errs)
+            continue
+        prop = PROPERTIES.get(key)
+        if prop is None:
+            report["bad_properties"].append(key)
+        elif prop.update is None:
+            hint = f" (use set_{key}/remove_{key})" if key in ("tags", "customer_metadata") else ""
+            errs.append((key, f"cannot be changed after create{hint}"))
+        else:
+            prop.check(value, key, errs)
+            if prop.brands and brand and brand not in prop.brands:
+                errs.append((key, f"does not apply to brand {brand}"))
+    if not payload:
+        report["bad_values"].append({"property": "", "message": "nothing to update"})
+    _add_bad(report, errs)
+    return report
+
+
+def generate_mac() -> str:
+    """Locally administered unicast MAC (02:xx:...)."""
+    return "02:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(5))
+
+
+def _normalize_disk(d: dict) -> dict:
+    d = dict(d)
+    d.setdefault("media", "disk")
+    d.setdefault("format", "iso" if d["media"] == "cdrom" else "raw")
+    d.setdefault("model", "virtio")
+    d.setdefault("readonly", d["media"] == "cdrom")
+    d.setdefault("boot", False)
+    return d
+
+
+def _normalize_nic(n: dict) -> dict:
+    n = dict(n)
+    n.setdefault("mac", generate_mac())
+    n.setdefault("model", "virtio")
+    return n
+
+
+def normalize(payload: dict) -> dict:
+    """Defaults and generated values for a valid create payload."""
+    cfg = dict(payload)
+    cfg.setdefault("uuid", str(_uuid.uuid4()))
+    brand = cfg["brand"]
+    for key, prop in PROPERTIES.items():
+        if key in cfg or prop.default is None:
+            continue
+        if prop.brands and brand not in prop.brands:
+            continue
+        value = prop.default(cfg) if callable(prop.default) else prop.default
+        if value is not None:
+            cfg[key] = value
+    cfg["disks"] = [_normalize_disk(d) for d in cfg["disks"]]
+    cfg["nics"] = [_normalize_nic(n) for n in cfg["nics"]]
+    return cfg
+
+
+def apply_update(config: dict, payload: dict) -> tuple[dict, list[str]]:
+    """Return (new config, sorted list of top-level properties that changed)."""
+    new = {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
+    for key, value in payload.items():
+        if key in PROPERTIES:
+            if key == "disks":
+                value = [_normalize_disk(d) for d in value]
+            elif key == "nics":
+                value = [_normalize_nic(n) for n in value]
+            new[key] = value
+        elif key.startswith("set_"):
+            target = key[4:]
+            new[target] = {**new.get(target, {}), **value}
+        elif key.startswith("remove_") and key[7:] in ("tags", "customer_metadata"):
+            target = key[7:]
+            new[target] = {k: v for k, v in new.get(target, {}).items() if k not in value}
+        elif key == "add_nics":
+            new["nics"] = new.get("nics", []) + [_normalize_nic(n) for n in value]
+        elif key == "update_nics":
+            new["nics"] = _update_by(new.get("nics", []), value, "mac", "nic")
+        elif key == "remove_nics":
+            new["nics"] = _remove_by(new.get("nics", []), value, "mac", "nic")
+        elif key == "add_disks":
+            new["disks"] = new.get("disks", []) + [_normalize_disk(d) for d in value]
+        elif key == "update_disks":
+            new["disks"] = _update_by(new.get("disks", []), value, "path", "disk")
+        elif key == "remove_disks":
+            new["disks"] = _remove_by(new.get("disks", []), value, "path", "disk")
+    changed = sorted(k for k in set(new) | set(config) if new.get(k) != config.get(k))
+    errs: list = []
+    _check_disk_paths_unique(new.get("disks"), errs)
+    if errs:
+        from .errors import ValidationError
+
+        report = empty_report()
+        _add_bad(report, errs)
+        raise ValidationError(f"invalid update: {errs[0][0]} {errs[0][1]}", report)
+    return new, changed
+
+
+def _update_by(items, updates, key, what):
+    from .errors import ValidationError
+
+    items = [dict(i) for i in items]
+    for upd in updates:
+        match = [i for i in items if i.get(key) == upd[key]]
+        if not match:
+            report = empty_report()
+            report["bad_values"].append({"property": f"update_{what}s", "message": f"no {what} with {key} {upd[key]}"})
+            raise ValidationError(f"no {what} with {key} {upd[key]}", report)
+        match[0].update(upd)
+    return items
+
+
+def _remove_by(items, keys, key, what):
+    from .errors import ValidationError
+
+    missing = [k for k in keys if not any(i.get(key) == k for i in items)]
+    if missing:
+        report = empty_report()
+        report["bad_values"].append({"property": f"remove_{what}s", "message": f"no {what} with {key} {missing[0]}"})
+        raise ValidationError(f"no {what} with {key} {missing[0]}", report)
+    return [i for i in items if i.get(key) not in keys]
+
+
+def update_mode(key: str) -> str:
+    """live / restart / stopped for a top-level property changed by update."""
+    prop = PROPERTIES.get(key)
+    if key in ("tags", "customer_metadata"):
+        return LIVE
+    return prop.update if prop else RESTART
+
+
+INT_PROPS = {"vcpus", "ram", "max_ram", "vnc_port", "stop_timeout"}
+BOOL_PROPS = {"autoboot", "terminal", "readonly_root"}
+
+
+def coerce_cli_value(key: str, text: str):
+    """`eveadm update UUID key=value`: turn the string into the property's JSON type.
+    A value that does not convert stays a string, so validation names the property."""
+    import json
+
+    if key in INT_PROPS and re.fullmatch(r"-?\d+", text):
+        return int(text)
+    if key in BOOL_PROPS and text in ("true", "false"):
+        return text == "true"
+    if text[:1] in "[{" and (key in UPDATE_VERBS or key in ("disks", "nics", "pci_devices", "cmd", "env", "cloud_init")):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text

@@ -1,0 +1,274 @@
+"""State under the root: domain records and the event journal in SQLite (WAL), per-domain locks.
+
+Records: one row per domain with its config (the normalized payload), its
+runtime facts (state, timestamps, error, pid...) and the backend's own dict.
+Events: append-only journal, one row per state change or stop phase.
+Locks: one flock()ed file per domain under <root>/locks. The kernel drops a
+lock when its holder dies, so a killed command never leaves a stale lock; the
+holder writes who it is into the file so a waiter can name it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import EveadmError, LockHeld
+
+SCHEMA_VERSION = 1
+
+# Each entry migrates from version i to i+1. Append; never edit a shipped step.
+MIGRATIONS = [
+    """
+    CREATE TABLE domains (
+        uuid     TEXT PRIMARY KEY,
+        alias    TEXT,
+        brand    TEXT NOT NULL,
+        state    TEXT NOT NULL,
+        config   TEXT NOT NULL,
+        runtime  TEXT NOT NULL,
+        backend  TEXT NOT NULL,
+        created  REAL NOT NULL,
+        modified REAL NOT NULL
+    );
+    CREATE INDEX domains_alias ON domains(alias);
+    CREATE TABLE events (
+        id    INTEGER PRIMARY KEY AUTOINCREMENT,
+        time  REAL NOT NULL,
+        uuid  TEXT NOT NULL,
+        alias TEXT,
+        type  TEXT NOT NULL,
+        data  TEXT NOT NULL
+    );
+    CREATE INDEX events_uuid ON events(uuid, id);
+    """,
+]
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    t = time.gmtime(ts)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int((ts % 1) * 1000):03d}Z"
+
+
+class Record:
+    """One domain as stored."""
+
+    __slots__ = ("uuid", "alias", "brand", "state", "config", "runtime", "backend", "created", "modified")
+
+    def __init__(self, uuid, alias, brand, state, config, runtime, backend, created, modified):
+        self.uuid, self.alias, self.brand, self.state = uuid, alias, brand, state
+        self.config, self.runtime, self.backend = config, runtime, backend
+        self.created, self.modified = created, modified
+
+    @classmethod
+    def from_row(cls, row) -> "Record":
+        u, a, b, s, c, r, be, cr, mo = row
+        return cls(u, a, b, s, json.loads(c), json.loads(r), json.loads(be), cr, mo)
+
+
+class Store:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.db_path = self.root / "eveadm.db"
+        self._db: sqlite3.Connection | None = None
+
+    # -- connection and schema ------------------------------------------
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = self._open()
+        return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        fresh = not self.db_path.exists()
+        if fresh:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise EveadmError(f"cannot create state root {self.root}: {exc.strerror}") from None
+        try:
+            db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA busy_timeout=30000")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise EveadmError(f"cannot open state database {self.db_path}: {exc}") from None
+        if version < SCHEMA_VERSION:
+            self._migrate(db, version)
+        elif version > SCHEMA_VERSION:
+            raise EveadmError(
+                f"state database {self.db_path} has schema {version}, newer than this eveadm ({SCHEMA_VERSION})"
+            )
+        return db
+
+    def _migrate(self, db: sqlite3.Connection, version: int) -> None:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]  # another process may have won
+            for step in range(version, SCHEMA_VERSION):
+                for stmt in MIGRATIONS[step].split(";"):
+                    if stmt.strip():
+                        db.execute(stmt)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def transaction(self):
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    # -- records ------------------------------------------------------------
+    _COLS = "uuid, alias, brand, state, config, runtime, backend, created, modified"
+
+    def get(self, uuid: str) -> Record | None:
+        row = self.db.execute(f"SELECT {self._COLS} FROM domains WHERE uuid=?", (uuid,)).fetchone()
+        return Record.from_row(row) if row else None
+
+    def all(self) -> list[Record]:
+        rows = self.db.execute(f"SELECT {self._COLS} FROM domains ORDER BY created, uuid").fetchall()
+        return [Record.from_row(r) for r in rows]
+
+    def by_alias(self, alias: str) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT uuid FROM domains WHERE alias=?", (alias,))]
+
+    def names(self) -> list[tuple[str, str | None]]:
+        return list(self.db.execute("SELECT uuid, alias FROM domains ORDER BY uuid"))
+
+    def insert(self, rec: Record, event: tuple[str, dict] | None = None) -> None:
+        now = time.time()
+        rec.created = rec.modified = now
+        with self.transaction() as db:
+            db.execute(
+                f"INSERT INTO domains ({self._COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                (rec.uuid, rec.alias, rec.brand, rec.state, json.dumps(rec.config), json.dumps(rec.runtime),
+                 json.dumps(rec.backend), now, now),
+            )
+            if event:
+                self._event(db, now, rec, *event)
+
+    def save(self, rec: Record, events: list[tuple[str, dict]] = ()) -> None:
+        now = time.time()
+        rec.modified = now
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE domains SET alias=?, state=?, config=?, runtime=?, backend=?, modified=? WHERE uuid=?",
+                (rec.alias, rec.state, json.dumps(rec.config), json.dumps(rec.runtime), json.dumps(rec.backend),
+                 now, rec.uuid),
+            )
+            for etype, data in events:
+                self._event(db, now, rec, etype, data)
+
+    def remove(self, rec: Record, event: tuple[str, dict]) -> None:
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("DELETE FROM domains WHERE uuid=?", (rec.uuid,))
+            self._event(db, now, rec, *event)
+
+    # -- events ---------------------------------------------------------------
+    @staticmethod
+    def _event(db, now, rec, etype, data) -> None:
+        db.execute(
+            "INSERT INTO events (time, uuid, alias, type, data) VALUES (?,?,?,?,?)",
+            (now, rec.uuid, rec.alias, etype, json.dumps(data)),
+        )
+
+    def events(self, after_id: int = 0, uuid: str | None = None, limit: int = 10000) -> list[dict]:
+        sql = "SELECT id, time, uuid, alias, type, data FROM events WHERE id > ?"
+        args: list = [after_id]
+        if uuid:
+            sql += " AND uuid = ?"
+            args.append(uuid)
+        sql += " ORDER BY id LIMIT ?"
+        args.append(limit)
+        out = []
+        for eid, t, u, a, ty, data in self.db.execute(sql, args):
+            ev = {"id": eid, "time": iso(t), "uuid": u, "alias": a, "type": ty}
+            ev.update(json.loads(data))
+            out.append(ev)
+        return out
+
+    def last_event_id(self) -> int:
+        row = self.db.execute("SELECT MAX(id) FROM events").fetchone()
+        return row[0] or 0
+
+    # -- locks ---------------------------------------------------------------
+    def lock_path(self, uuid: str) -> Path:
+        return self.root / "locks" / f"{uuid}.lock"
+
+    @contextmanager
+    def lock(self, uuid: str, timeout: float, what: str = ""):
+        """Hold the domain's lock; wait up to `timeout` s, then raise LockHeld naming the holder."""
+        path = self.lock_path(uuid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                if time.monotonic() >= deadline:
+                    raise LockHeld(f"domain {uuid} is busy: {self._holder(path)}") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+                continue
+            # the holder before us may have deleted the domain and unlinked the file
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        try:
+            holder = {"pid": os.getpid(), "command": what or " ".join(["eveadm", *sys.argv[1:]]), "since": time.time()}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+    def is_locked(self, uuid: str) -> bool:
+        try:
+            fd = os.open(self.lock_path(uuid), os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _holder(path: Path) -> str:
+        try:
+            h = json.loads(path.read_text() or "{}")
+            return f"held by pid {h['pid']} ({h['command']}) since {iso(h['since'])}"
+        except (OSError, ValueError, KeyError):
+            return "held by another eveadm process"
+
+    def drop_lock_file(self, uuid: str) -> None:
+        try:
+            self.lock_path(uuid).unlink()
+        except FileNotFoundError:
+            pass
