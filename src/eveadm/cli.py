@@ -402,15 +402,16 @@ def cmd_events(args, node) -> None:
 def cmd_pci(args, node) -> int:
     from . import schema
 
+    if args.action != "list":
+        if not args.address:
+            raise UsageError(f"pci {args.action} needs an address DDDD:BB:DD.F")
+        if not schema.PCI_RE.match(args.address):
+            raise UsageError(f"{args.address!r} is not a PCI address DDDD:BB:DD.F (lowercase hex)")
     backend = node.engine.backend(args.brand)
     if args.action == "list":
         for addr in backend.pci_list():
             print(addr)
         return 0
-    if not args.address:
-        raise UsageError(f"pci {args.action} needs an address DDDD:BB:DD.F")
-    if not schema.PCI_RE.match(args.address):
-        raise UsageError(f"{args.address!r} is not a PCI address DDDD:BB:DD.F (lowercase hex)")
     if args.action == "assignable-add":
         backend.pci_assignable_add(args.address)
         say(f"{args.address} is assignable")
@@ -492,9 +493,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _glue_sort(argv: list[str]) -> list[str]:
+    """vmadm writes `-s -ram` for descending; argparse would read -ram as an option."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in ("-s", "--sort") and i + 1 < len(argv) and argv[i + 1].startswith("-") and "list" in argv[:i]:
+            out.append(f"--sort={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def _main(argv: list[str]) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_glue_sort(argv))
     if args.version:
         from importlib.metadata import version
 

@@ -221,7 +221,7 @@ class Engine:
                     raise BackendError(f"domain {rec.uuid}: create failed after {attempt} tries: {exc}") from None
                 self._say(f"create of {rec.uuid} failed ({exc}); retrying in {delay:g}s")
                 time.sleep(delay)  # domainmgr's retry pacing (policy, configurable), not synchronisation
-        rec.runtime.update(boot_failed=False, error=None)
+        rec.runtime.update(boot_failed=False, error=None, exit_status=None, exit_timestamp=None)
         self._note_status(rec, backend.status([dom])[rec.uuid])
         self._transition(rec, "paused")
         if activate:
@@ -300,7 +300,7 @@ class Engine:
         """The ladder: graceful request, wait; forced request, wait; destroy, wait. Returns once gone."""
         backend = self.backend(rec.brand)
         dom = self.domain(rec)
-        budget = float(rec.config.get("stop_timeout", backend.default_stop_timeout) if timeout is None else timeout)
+        budget = rec.config.get("stop_timeout", backend.default_stop_timeout) if timeout is None else timeout
         force_budget = self._num("force_timeout", 10)
         if impatient:  # delete: domainmgr's impatient doInactivate, shortened further
             budget, force_budget = min(budget, 6), min(force_budget, 6)

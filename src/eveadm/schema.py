@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
-import uuid as _uuid
 
 BRANDS = ("kvm", "xen", "container", "rkt", "null")
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -336,7 +334,7 @@ def check_update(payload, brand: str | None = None) -> dict:
 
 def generate_mac() -> str:
     """Locally administered unicast MAC (02:xx:...)."""
-    return "02:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(5))
+    return "02:" + ":".join(f"{b:02x}" for b in os.urandom(5))
 
 
 def _normalize_disk(d: dict) -> dict:
@@ -359,7 +357,10 @@ def _normalize_nic(n: dict) -> dict:
 def normalize(payload: dict) -> dict:
     """Defaults and generated values for a valid create payload."""
     cfg = dict(payload)
-    cfg.setdefault("uuid", str(_uuid.uuid4()))
+    if "uuid" not in cfg:
+        import uuid  # lazily: only create needs it
+
+        cfg["uuid"] = str(uuid.uuid4())
     brand = cfg["brand"]
     for key, prop in PROPERTIES.items():
         if key in cfg or prop.default is None:

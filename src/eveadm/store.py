@@ -219,18 +219,18 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + timeout
         delay = 0.01
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                os.close(fd)
                 if time.monotonic() >= deadline:
+                    os.close(fd)
                     raise LockHeld(f"domain {uuid} is busy: {self._holder(path)}") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
                 continue
-            # the holder before us may have deleted the domain and unlinked the file
+            # the holder before us may have deleted the domain and unlinked the file: lock the new one
             try:
                 same = os.stat(path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
@@ -238,6 +238,7 @@ class Store:
             if same:
                 break
             os.close(fd)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             holder = {"pid": os.getpid(), "command": what or " ".join(["eveadm", *sys.argv[1:]]), "since": time.time()}
             os.ftruncate(fd, 0)

@@ -23,11 +23,9 @@ domid, socket paths, rendered files, disk copies) goes into the plain dict
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal as _signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -42,29 +40,47 @@ SHUTDOWN = "shutdown"  # guest/program ended by itself, cleanly (powered off, ex
 CRASHED = "crashed"  # the VMM / process died or was killed from outside; Status.error says how
 
 
-@dataclasses.dataclass
+# subprocess is imported lazily (CLI start-up); these equal subprocess.PIPE / DEVNULL
+PIPE, DEVNULL = -1, -3
+
+
 class Status:
-    state: str
-    domain_id: int | None = None  # xen domid, qemu pid, container pid
-    pid: int | None = None
-    exit_status: int | None = None  # containers: the program's exit status
-    error: str | None = None  # CRASHED / odd states: what happened, in words for the operator
-    detail: dict = dataclasses.field(default_factory=dict)  # extra runtime facts for `get`
+    """What a backend says of one domain right now."""
+
+    __slots__ = ("state", "domain_id", "pid", "exit_status", "error", "detail")
+
+    def __init__(self, state: str, domain_id: int | None = None, pid: int | None = None,
+                 exit_status: int | None = None, error: str | None = None, detail: dict | None = None):
+        self.state = state
+        self.domain_id = domain_id  # xen domid, qemu pid, container pid
+        self.pid = pid
+        self.exit_status = exit_status  # containers: the program's exit status
+        self.error = error  # CRASHED / odd states: what happened, in words for the operator
+        self.detail = detail if detail is not None else {}  # extra runtime facts
 
     @property
     def gone(self) -> bool:
         return self.state in (ABSENT, SHUTDOWN, CRASHED)
 
+    def __repr__(self) -> str:
+        return f"Status({self.state!r}, domain_id={self.domain_id}, pid={self.pid}, " \
+               f"exit_status={self.exit_status}, error={self.error!r})"
 
-@dataclasses.dataclass
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Status) and all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+
 class Domain:
     """What a backend sees of one domain."""
 
-    uuid: str
-    config: dict  # validated payload with defaults applied (see eveadm.schema)
-    backend: dict  # backend-owned, persisted by the engine
-    data_dir: Path  # <root>/domains/<uuid>: rendered files, disk copies (kept across stop/start)
-    run_dir: Path  # <root>/run/<uuid>: sockets, pid files, logs of the current run
+    __slots__ = ("uuid", "config", "backend", "data_dir", "run_dir")
+
+    def __init__(self, uuid: str, config: dict, backend: dict, data_dir: Path, run_dir: Path):
+        self.uuid = uuid
+        self.config = config  # validated payload with defaults applied (see eveadm.schema)
+        self.backend = backend  # backend-owned, persisted by the engine
+        self.data_dir = Path(data_dir)  # <root>/domains/<uuid>: rendered files, disk copies (kept across stop/start)
+        self.run_dir = Path(run_dir)  # <root>/run/<uuid>: sockets, pid files, logs of the current run
 
     @property
     def alias(self) -> str | None:
@@ -76,7 +92,7 @@ class Domain:
 
     @property
     def name(self) -> str:
-        """Name given to the hypervisor: alias when set (domainmgr used DisplayName.AppNum), else uuid."""
+        """Name given to the hypervisor: alias.uuid8 when there is an alias (domainmgr: DisplayName.AppNum)."""
         alias = self.config.get("alias")
         return f"{alias}.{self.uuid[:8]}" if alias else self.uuid
 
@@ -130,9 +146,9 @@ class BackendContext:
         check: bool = True,
         install_hint: str | None = None,
         input: bytes | None = None,
-        stdout: Any = subprocess.PIPE,
-        stderr: Any = subprocess.PIPE,
-    ) -> subprocess.CompletedProcess:
+        stdout: Any = PIPE,
+        stderr: Any = PIPE,
+    ):
         """Run one external command from an argument list (never a shell).
 
         Every call is appended to <root>/log/commands.jsonl (argv, the env
@@ -141,6 +157,8 @@ class BackendContext:
         non-zero exit raises BackendError with the command's own stderr when
         `check` is true.
         """
+        import subprocess
+
         argv = [str(a) for a in argv]
         full_env = None
         if env:
@@ -176,7 +194,7 @@ class BackendContext:
             pass  # the audit log must never break an operation
 
 
-def command_error(argv: list[str], proc: subprocess.CompletedProcess) -> str:
+def command_error(argv: list[str], proc) -> str:
     """One line: the command and the last meaningful line it printed."""
     text = ""
     for stream in (proc.stderr, proc.stdout):

@@ -1,0 +1,52 @@
+"""`validate create|update`: JSON report on stdout with dotted paths, exit 3; silent exit 0 when valid."""
+
+import json
+
+
+def test_valid_payload_prints_nothing(cli):
+    proc = cli("validate", "create", input='{"brand": "null", "alias": "ok"}')
+    assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == ""
+
+
+def test_report_lists_every_problem_with_dotted_paths(cli, tmp_path):
+    payload = {"brand": "kvm", "colour": 1, "vcpus": 999,
+               "disks": [{"size": 10}, {"path": "/does/not/exist.img"}, {"model": "floppy", "size": 1}],
+               "nics": [{"mac": "AA:BB"}], "pci_devices": [{"address": "0000:00:04.0"}, {}]}
+    proc = cli("validate", "create", input=json.dumps(payload))
+    assert proc.returncode == 3 and proc.stderr == ""
+    report = json.loads(proc.stdout)
+    assert report["bad_properties"] == ["colour"]
+    assert report["missing_properties"] == []
+    props = [b["property"] for b in report["bad_values"]]
+    assert props == ["vcpus", "disks.1.path", "disks.2.model", "nics.0.mac", "pci_devices.1.address"]
+    assert "does not exist" in report["bad_values"][1]["message"]
+
+
+def test_missing_properties(cli):
+    report = json.loads(cli("validate", "create", input='{"alias": "x"}').stdout)
+    assert report == {"bad_properties": [], "bad_values": [], "missing_properties": ["brand"]}
+
+
+def test_malformed_json_report(cli):
+    proc = cli("validate", "create", input="{")
+    assert proc.returncode == 3
+    report = json.loads(proc.stdout)
+    assert report["bad_values"][0]["message"].startswith("not valid JSON")
+
+
+def test_validate_update(cli):
+    assert cli("validate", "update", "--brand", "null", input='{"ram": 512, "set_tags": {"a": 1}}').returncode == 0
+    proc = cli("validate", "update", "--brand", "null", input='{"brand": "kvm", "ram": -1, "zzz": 1}')
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 3 and report["bad_properties"] == ["zzz"]
+    assert [b["property"] for b in report["bad_values"]] == ["brand", "ram"]
+
+
+def test_render_null(cli):
+    proc = cli("validate", "create", "--render", input='{"brand": "null", "alias": "r"}')
+    assert proc.returncode == 0 and "null brand: nothing runs" in proc.stdout
+
+
+def test_validate_changes_nothing(cli):
+    cli("validate", "create", input='{"brand": "null"}')
+    assert not (cli.root / "eveadm.db").exists()
