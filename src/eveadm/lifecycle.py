@@ -49,6 +49,7 @@ class Engine:
         self._backends: dict[str, B.Backend] = {}
         self.warnings: list[str] = []
         self.progress = None  # optional callable(str) for human progress lines (CLI: stderr)
+        self._parents = (self.ctx.root / "domains", self.ctx.run_root)
 
     # -- settings (host config / env; tests shorten the waits) ---------------
     def _num(self, key: str, default: float) -> float:
@@ -69,10 +70,7 @@ class Engine:
         return self._backends[brand]
 
     def domain(self, rec: Record) -> B.Domain:
-        return B.Domain(
-            uuid=rec.uuid, config=rec.config, backend=rec.backend,
-            data_dir=self.ctx.root / "domains" / rec.uuid, run_dir=self.ctx.run_root / rec.uuid,
-        )
+        return B.Domain(rec.uuid, rec.config, rec.backend, parents=self._parents)
 
     def _say(self, text: str) -> None:
         if self.progress:

@@ -87,6 +87,8 @@ def values_at(obj, key: str) -> list:
 
 
 def value_at(obj, key: str):
+    if "." not in key:
+        return obj.get(key, _MISSING)
     vals = values_at(obj, key)
     return vals[0] if vals else _MISSING
 

@@ -73,14 +73,30 @@ class Status:
 class Domain:
     """What a backend sees of one domain."""
 
-    __slots__ = ("uuid", "config", "backend", "data_dir", "run_dir")
+    __slots__ = ("uuid", "config", "backend", "_data_dir", "_run_dir", "_parents")
 
-    def __init__(self, uuid: str, config: dict, backend: dict, data_dir: Path, run_dir: Path):
+    def __init__(self, uuid: str, config: dict, backend: dict, data_dir: Path | None = None,
+                 run_dir: Path | None = None, *, parents: tuple[Path, Path] | None = None):
         self.uuid = uuid
         self.config = config  # validated payload with defaults applied (see eveadm.schema)
         self.backend = backend  # backend-owned, persisted by the engine
-        self.data_dir = Path(data_dir)  # <root>/domains/<uuid>: rendered files, disk copies (kept across stop/start)
-        self.run_dir = Path(run_dir)  # <root>/run/<uuid>: sockets, pid files, logs of the current run
+        self._data_dir = Path(data_dir) if data_dir is not None else None
+        self._run_dir = Path(run_dir) if run_dir is not None else None
+        self._parents = parents  # (domains dir, run dir): paths made on first use (list stays fast)
+
+    @property
+    def data_dir(self) -> Path:
+        """<root>/domains/<uuid>: rendered files, disk copies (kept across stop/start)."""
+        if self._data_dir is None:
+            self._data_dir = self._parents[0] / self.uuid
+        return self._data_dir
+
+    @property
+    def run_dir(self) -> Path:
+        """<root>/run/<uuid>: sockets, pid files, logs of the current run."""
+        if self._run_dir is None:
+            self._run_dir = self._parents[1] / self.uuid
+        return self._run_dir
 
     @property
     def alias(self) -> str | None:

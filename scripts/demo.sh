@@ -1,0 +1,67 @@
+#!/bin/bash
+# demo.sh: the main job, end to end on this machine (idempotent; run as root).
+# Installs what is needed, then through eveadm: boots a real VM (QEMU; software emulation when KVM
+# is unusable) and a real OCI container (runc/crun), lists them, shows their console output,
+# stops and deletes them. State lives in $EVEADM_ROOT (default /var/lib/eveadm-demo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export EVEADM_ARTIFACTS=${EVEADM_ARTIFACTS:-/var/cache/eveadm/artifacts}
+export EVEADM_ROOT=${EVEADM_ROOT:-/var/lib/eveadm-demo}
+EVEADM=(.venv/bin/eveadm)
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+run() { printf '$ eveadm %s\n' "$*"; "${EVEADM[@]}" "$@"; }
+
+# a previous demo that was interrupted: clean up its domains first
+for alias in demo-vm demo-ct; do
+  for uuid in $("${EVEADM[@]}" lookup alias="$alias"); do "${EVEADM[@]}" delete "$uuid" >/dev/null 2>&1 || true; done
+done
+
+wait_for_log() {  # UUID TEXT SECONDS: poll the console log until TEXT shows up
+  local deadline=$(( $(date +%s) + $3 ))
+  until "${EVEADM[@]}" info "$1" --log 200 2>/dev/null | grep -q "$2"; do
+    [ "$(date +%s)" -lt "$deadline" ] || { echo "demo: '$2' did not appear within $3 s" >&2; return 1; }
+    sleep 0.2
+  done
+}
+
+G=$EVEADM_ARTIFACTS/guest
+step "a VM: Debian kernel + busybox initramfs, booted by QEMU"
+cat > /tmp/eveadm-demo-vm.json <<JSON
+{"brand": "kvm", "alias": "demo-vm", "ram": 256, "vcpus": 1,
+ "kernel": "$G/vmlinuz", "initrd": "$G/initramfs.cpio.gz", "cmdline": "console=ttyS0 panic=-1 quiet",
+ "stop_timeout": 30}
+JSON
+run create -f /tmp/eveadm-demo-vm.json
+VM=$("${EVEADM[@]}" lookup -1 alias=demo-vm)
+
+step "a container: busybox root filesystem, run by an OCI runtime"
+cat > /tmp/eveadm-demo-ct.json <<JSON
+{"brand": "container", "alias": "demo-ct", "image": "$EVEADM_ARTIFACTS/rootfs", "ram": 64,
+ "cmd": ["/bin/sh", "-c", "echo hello from the container, pid \$\$; trap 'echo bye; exit 0' TERM; while true; do sleep 1 & wait; done"],
+ "env": {"GREETING": "hi"}}
+JSON
+run create -f /tmp/eveadm-demo-ct.json
+CT=$("${EVEADM[@]}" lookup -1 alias=demo-ct)
+
+step "both are listed"
+run list
+
+step "console output"
+wait_for_log "$VM" EVEADM-GUEST-READY 120
+run info "$VM" --log 5
+wait_for_log "$CT" "hello from the container" 30
+run info "$CT" --log 5
+
+step "stop: the VM powers off on the ACPI button, the container exits on SIGTERM"
+run stop "$VM"
+run stop "$CT"
+run list -o uuid,type,state,alias,exit_status
+
+step "delete both (removes what eveadm made for them)"
+run delete "$VM"
+run delete "$CT"
+run list
+step "events journal of this demo"
+run events | tail -n 30
+echo; echo "demo: done"

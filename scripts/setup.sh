@@ -1,0 +1,40 @@
+#!/bin/bash
+# setup.sh [--tests] [--xen]: make this Debian machine ready to run eveadm (idempotent; run as root).
+#   - Debian packages: QEMU (software emulation works without KVM), qemu-img, genisoimage (cloud-init
+#     ISO), runc + crun, umoci (OCI image layouts)
+#   - a virtualenv at .venv with eveadm installed (editable) and, with --tests, pytest
+#   - the guest kernel + initramfs and the container root filesystem, built from Debian packages into
+#     $EVEADM_ARTIFACTS (default /var/cache/eveadm/artifacts); cached, so a rerun is quick
+#   - with --xen: the Xen 4.17 hypervisor + dom0 images for the real-Xen test stage
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TESTS=0; XEN=0
+for a in "$@"; do
+  case "$a" in --tests) TESTS=1;; --xen) XEN=1;; *) echo "setup.sh: unknown option $a" >&2; exit 2;; esac
+done
+export EVEADM_ARTIFACTS=${EVEADM_ARTIFACTS:-/var/cache/eveadm/artifacts}
+[ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (apt-get, QEMU, OCI runtimes)" >&2; exit 1; }
+
+PKGS="qemu-system-x86 qemu-utils genisoimage runc crun umoci util-linux iproute2 procps"
+missing=""
+for p in $PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"; done
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$missing python3-venv"
+if [ -n "$missing" ]; then
+  echo "setup: installing$missing"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+fi
+# build scripts need an up-to-date package index for `apt-get download`
+if [ -z "$(ls /var/lib/apt/lists/ 2>/dev/null | grep -v -e lock -e partial)" ]; then apt-get update -q; fi
+
+if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+extras=""; [ "$TESTS" = 1 ] && extras="[test]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras"
+
+scripts/build-guest.sh "$EVEADM_ARTIFACTS/guest"
+scripts/build-rootfs.sh "$EVEADM_ARTIFACTS/rootfs"
+if [ "$XEN" = 1 ]; then
+  t0=$(date +%s)
+  scripts/build-xen.sh "$EVEADM_ARTIFACTS/xen"
+  echo "setup: xen artifacts ready in $(( $(date +%s) - t0 ))s"
+fi
