@@ -59,6 +59,7 @@ EXAMPLES = {
   eveadm pci assignable-remove 0000:00:04.0""",
     "completion": "examples:\n  source <(eveadm completion bash)",
     "doctor": "examples:\n  eveadm doctor\n  eveadm doctor --fix",
+    "agent": "examples:\n  eveadm agent                  # foreground; see contrib/eveadm-agent.service",
 }
 
 
@@ -155,6 +156,10 @@ def build_parser() -> Parser:
 
     c = cmd("doctor", "find (and with --fix repair) drift between records and reality")
     c.add_argument("--fix", action="store_true")
+
+    c = cmd("agent", "supervise: boot autoboot domains, restart crashed ones, retry failed boots")
+    c.add_argument("--interval", type=_seconds, default=5.0, help="seconds between verifications (default 5)")
+    c.add_argument("--boot-retry", type=_seconds, default=600.0, help="retry failed boots after (default 600)")
 
     c = cmd("completion", "print a shell completion script")
     c.add_argument("shell", choices=["bash"])
@@ -309,6 +314,10 @@ def run(args, node) -> int:
         return cmd_pci(args, node)
     elif c == "doctor":
         return cmd_doctor(args, node)
+    elif c == "agent":
+        from .agent import Agent
+
+        return Agent(node.engine, interval=args.interval, boot_retry=args.boot_retry).run()
     return 0
 
 
@@ -435,7 +444,7 @@ _eveadm() {
     local cur prev cmd
     cur="${COMP_WORDS[COMP_CWORD]}"; prev="${COMP_WORDS[COMP_CWORD-1]}"
     cmd="${COMP_WORDS[1]}"
-    local cmds="create start stop reboot kill delete destroy get list lookup info update validate console events pci doctor completion help"
+    local cmds="create start stop reboot kill delete destroy get list lookup info update validate console events pci doctor agent completion help"
     if [ "$COMP_CWORD" -eq 1 ]; then COMPREPLY=($(compgen -W "$cmds --root --debug --version" -- "$cur")); return; fi
     case "$prev" in -f|--file) COMPREPLY=($(compgen -f -- "$cur")); return;; esac
     local opts=""
@@ -453,6 +462,7 @@ _eveadm() {
         events) opts="-f --follow -j --json";;
         pci) opts="list assignable-add assignable-remove --brand";;
         doctor) opts="--fix";;
+        agent) opts="--interval --boot-retry";;
         help) opts="$cmds";;
     esac
     case "$cmd" in

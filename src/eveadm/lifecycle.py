@@ -91,6 +91,7 @@ class Engine:
 
     def _fail(self, rec: Record, message: str, boot_failed: bool | None = None) -> None:
         rec.runtime["error"] = {"message": message, "time": _now_iso()}
+        rec.runtime["failed_at"] = time.time()
         if boot_failed is not None:
             rec.runtime["boot_failed"] = boot_failed
         rec.runtime["domain_id"] = rec.runtime["pid"] = None

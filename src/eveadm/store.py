@@ -189,6 +189,12 @@ class Store:
             (now, rec.uuid, rec.alias, etype, json.dumps(data)),
         )
 
+    def append_event(self, uuid: str, alias: str | None, etype: str, data: dict) -> None:
+        """An event that changes no record (e.g. the agent's decisions)."""
+        with self.transaction() as db:
+            db.execute("INSERT INTO events (time, uuid, alias, type, data) VALUES (?,?,?,?,?)",
+                       (time.time(), uuid, alias, etype, json.dumps(data)))
+
     def events(self, after_id: int = 0, uuid: str | None = None, limit: int = 10000) -> list[dict]:
         sql = "SELECT id, time, uuid, alias, type, data FROM events WHERE id > ?"
         args: list = [after_id]

@@ -1,0 +1,36 @@
+"""`eveadm agent`: boots autoboot domains, restarts crashed ones with on_crash=restart, ends on SIGTERM."""
+
+import json
+import signal
+import subprocess
+import sys
+
+from eveadm.backends.base import BackendContext, wait_until
+from eveadm.backends.null import NullBackend
+
+
+def test_agent_boots_restarts_and_stops_cleanly(cli):
+    boot_me = "aaaaaaaa-0000-4000-8000-000000000001"
+    cli.ok("create", input=json.dumps({"brand": "null", "uuid": boot_me, "autoboot": False}))
+    cli.ok("update", boot_me, "autoboot=true")            # stopped, but should run: the agent boots it
+    crashy = cli.create({"brand": "null", "on_crash": "restart"})["uuid"]
+    halting = cli.create({"brand": "null"})["uuid"]     # on_crash halt: stays failed
+    sim = NullBackend(BackendContext(cli.root))
+    agent = subprocess.Popen([sys.executable, "-m", "eveadm", "--root", str(cli.root), "agent", "--interval", "0.1"],
+                             env=cli.env, stderr=subprocess.PIPE, text=True)
+    try:
+        state = lambda u: cli.json("get", u)["state"]  # noqa: E731
+        assert wait_until(lambda: state(boot_me) == "running", 30)
+        sim.crash(halting)
+        sim.crash(crashy)
+        # the agent's tick that restarts `crashy` has also seen `halting` crash, and leaves it failed
+        assert wait_until(lambda: any(json.loads(l)["type"] == "agent.restart"
+                                      for l in cli.ok("events", "-j", crashy).stdout.splitlines()), 30)
+        assert wait_until(lambda: state(crashy) == "running", 30)
+        assert state(halting) == "failed"
+        types = [json.loads(l)["type"] for l in cli.ok("events", "-j", crashy).stdout.splitlines()]
+        assert "agent.restart" in types
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        rc = agent.wait(30)
+    assert rc == 0 and "stopped" in agent.stderr.read()
