@@ -52,6 +52,10 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=21)
     ap.add_argument("--sizes", default="1,100,1000")
     args = ap.parse_args()
+    # byte-compile first: with PYTHONDONTWRITEBYTECODE set, every run would compile from source
+    import compileall
+
+    compileall.compile_dir(str(Path(__file__).resolve().parents[1] / "src"), quiet=1)
     base = [sys.executable, "-c", "pass"]
     cmd = eveadm_command()
     print(f"interpreter: {sys.executable} ({sys.version.split()[0]}), eveadm: {' '.join(cmd[1:])}")

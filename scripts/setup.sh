@@ -30,6 +30,7 @@ if [ -z "$(ls /var/lib/apt/lists/ 2>/dev/null | grep -v -e lock -e partial)" ]; 
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 extras=""; [ "$TESTS" = 1 ] && extras="[test]"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras"
+.venv/bin/python -m compileall -q src >/dev/null   # start-up speed even where PYTHONDONTWRITEBYTECODE is set
 
 scripts/build-guest.sh "$EVEADM_ARTIFACTS/guest"
 scripts/build-rootfs.sh "$EVEADM_ARTIFACTS/rootfs"
