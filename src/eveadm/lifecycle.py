@@ -335,7 +335,8 @@ class Engine:
         if st.state != B.ABSENT:  # e.g. QEMU idling in 'shutdown', an exited container's state
             self._quietly(backend.destroy, dom)
         self._quietly(backend.release, dom)
-        rec.runtime.update(domain_id=None, pid=None, exit_timestamp=_now_iso())
+        # the backend may know when it really ended (a container's monitor records it)
+        rec.runtime.update(domain_id=None, pid=None, exit_timestamp=st.detail.get("exit_timestamp") or _now_iso())
         if st.exit_status is not None:
             rec.runtime["exit_status"] = st.exit_status
         if failure:
@@ -480,6 +481,8 @@ class Engine:
                 self._finish_gone(rec, dom, st, "stopped by eveadm")
             elif st.state == B.SHUTDOWN:
                 ended = "exited by itself" if rec.brand == "container" else "powered off by itself"
+                if st.exit_status:
+                    ended += f" (status {st.exit_status})"
                 self._finish_gone(rec, dom, st, ended)
             elif st.state == B.CRASHED:
                 self._finish_gone(rec, dom, st, "crashed", failure=st.error or "crashed")

@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""Container start cost: eveadm against the OCI runtime driven by hand, side by side in one run.
+
+1. Ready time: `eveadm create` (autoboot) of a container that prints a line and
+   waits, from exec until the line is in its log, against `<rt> run --detach`
+   of the same config.json (rendered by eveadm) on the same image by hand,
+   until the line is in its output file. Interleaved, median of --runs.
+   Overhead = eveadm - by hand, compared with the interpreter's start-up
+   (`python3 -c pass`) + 50 ms, the target.
+2. Throughput: N containers created with P commands in parallel, eveadm against
+   the runtime by hand.
+
+    python3 bench/container.py [--runtime auto|runc|crun] [--runs 11] [-n 20] [-p 4]
+
+Needs root, runc or crun, and the busybox rootfs (scripts/build-rootfs.sh builds it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+MARK = "EVEADM-BENCH-READY"
+CMD = ["/bin/sh", "-c", f"echo {MARK}; trap 'exit 0' TERM; while true; do sleep 1 & wait; done"]
+
+
+def eveadm_command() -> list[str]:
+    script = Path(sysconfig.get_path("scripts")) / "eveadm"
+    if script.exists():
+        return [sys.executable, str(script)]
+    return [sys.executable, "-m", "eveadm"]
+
+
+def wait_for(path: Path, text: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if text in path.read_text():
+                return
+        except FileNotFoundError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: {text!r} never appeared in {path}")
+        time.sleep(0.001)  # measurement polling, 1 ms resolution
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.tmp = Path(tempfile.mkdtemp(prefix="eveadm-bench-"))
+        self.root = self.tmp / "root"
+        self.env = dict(os.environ, PYTHONPATH=str(REPO / "src"), EVEADM_CREATE_RETRY_DELAY="0")
+        # measure eveadm as installed: from cached bytecode (the warm-up run writes it)
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
+        if args.runtime != "auto":
+            self.env["EVEADM_CONTAINER_RUNTIME"] = os.environ["EVEADM_CONTAINER_RUNTIME"] = args.runtime
+        self.eveadm = eveadm_command() + ["--root", str(self.root)]
+        artifacts = Path(os.environ.get("EVEADM_ARTIFACTS", "/var/cache/eveadm/artifacts"))
+        self.rootfs = artifacts / "rootfs"
+        subprocess.run([str(REPO / "scripts" / "build-rootfs.sh"), str(self.rootfs)], check=True)
+        self.hand_ids: list[str] = []
+
+    # -- eveadm side -----------------------------------------------------------
+    def payload(self, alias: str) -> str:
+        return json.dumps({"brand": "container", "alias": alias, "ram": 64, "image": str(self.rootfs), "cmd": CMD})
+
+    def eveadm_create(self, alias: str) -> tuple[float, float, str]:
+        """(seconds until create returned, seconds until the line is in the log, uuid)."""
+        t0 = time.perf_counter()
+        proc = subprocess.run(self.eveadm + ["create", "-j"], input=self.payload(alias), env=self.env,
+                              capture_output=True, text=True)
+        t_ret = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"bench: eveadm create failed: {proc.stderr.strip()}")
+        dom = json.loads(proc.stdout)
+        wait_for(Path(dom["backend"]["log"]), MARK)
+        return t_ret, time.perf_counter() - t0, dom["uuid"]
+
+    def eveadm_delete(self, uuid: str) -> None:
+        proc = subprocess.run(self.eveadm + ["delete", uuid], env=self.env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"bench: eveadm delete {uuid} failed: {proc.stderr.strip()}")
+
+    # -- by hand -------------------------------------------------------------------
+    def setup_hand(self) -> None:
+        """A bundle with eveadm's own config.json, on an overlay of the same image (mounted once)."""
+        from eveadm.backends.base import BackendContext
+        from eveadm.backends.container import ContainerBackend
+
+        rt = ContainerBackend(BackendContext(self.root)).runtime()
+        self.rt = rt
+        self.hand_root = str(self.tmp / "hand-state")
+        self.bundle = self.tmp / "hand-bundle"
+        rootfs = self.bundle / "rootfs"
+        for d in (rootfs, self.tmp / "hand-upper", self.tmp / "hand-work"):
+            d.mkdir(parents=True)
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                        f"lowerdir={self.rootfs},upperdir={self.tmp / 'hand-upper'},workdir={self.tmp / 'hand-work'}",
+                        str(rootfs)], check=True)
+        pfile = self.tmp / "p.json"
+        pfile.write_text(self.payload("hand"))
+        spec = json.loads(subprocess.run(self.eveadm + ["validate", "create", "-f", str(pfile), "--render"],
+                                         env=self.env, capture_output=True, text=True, check=True).stdout)
+        spec["root"]["path"] = str(rootfs)
+        spec["linux"]["cgroupsPath"] = "/eveadm-bench/hand"
+        self.spec = spec
+        (self.bundle / "config.json").write_text(json.dumps(spec))
+
+    def hand_run(self, cid: str) -> tuple[float, float]:
+        out = self.tmp / f"hand-{cid}.out"
+        spec = dict(self.spec, linux=dict(self.spec["linux"], cgroupsPath=f"/eveadm-bench/{cid}"))
+        bundle = self.tmp / f"hand-bundle-{cid}"
+        bundle.mkdir()
+        (bundle / "config.json").write_text(json.dumps(spec))
+        argv = [self.rt.path, "--root", self.hand_root, "run", "--detach", "--bundle", str(bundle), cid]
+        if self.rt.wrap:  # by hand as research/backend-scripts/crun-wrap.sh does it
+            argv = ["unshare", "-m", "sh", "-c", 'umount /sys/fs/cgroup/unified && exec "$0" "$@"', *argv]
+        t0 = time.perf_counter()
+        with open(out, "w") as fh:
+            subprocess.run(argv, stdout=fh, stderr=fh, stdin=subprocess.DEVNULL, check=True)
+        t_ret = time.perf_counter() - t0
+        self.hand_ids.append(cid)
+        wait_for(out, MARK)
+        return t_ret, time.perf_counter() - t0
+
+    def hand_delete(self, cid: str) -> None:
+        subprocess.run([self.rt.path, "--root", self.hand_root, "delete", "--force", cid],
+                       capture_output=True, check=True)
+        self.hand_ids.remove(cid)
+        shutil.rmtree(self.tmp / f"hand-bundle-{cid}", ignore_errors=True)
+
+    def interp(self) -> float:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        return time.perf_counter() - t0
+
+    # -- the two measurements ---------------------------------------------------------
+    def ready(self) -> dict:
+        rows = {"interp": [], "ev_ret": [], "ev_ready": [], "hand_ret": [], "hand_ready": []}
+        # one warm-up each (runtime probe, page cache)
+        _, _, u = self.eveadm_create("warm")
+        self.eveadm_delete(u)
+        self.hand_run("warm")
+        self.hand_delete("warm")
+        for i in range(self.args.runs):
+            rows["interp"].append(self.interp())
+            r, t, u = self.eveadm_create(f"r{i}")
+            rows["ev_ret"].append(r)
+            rows["ev_ready"].append(t)
+            self.eveadm_delete(u)
+            r, t = self.hand_run(f"r{i}")
+            rows["hand_ret"].append(r)
+            rows["hand_ready"].append(t)
+            self.hand_delete(f"r{i}")
+        return {k: (statistics.median(v), min(v)) for k, v in rows.items()}
+
+    def parallel(self) -> dict:
+        n, p = self.args.n, self.args.p
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(p) as pool:
+            uuids = [u for _, _, u in pool.map(self.eveadm_create, [f"par{i}" for i in range(n)])]
+        ev = time.perf_counter() - t0
+        running = json.loads(subprocess.run(self.eveadm + ["list", "-j"], env=self.env, capture_output=True,
+                                            text=True, check=True).stdout)
+        assert sum(d["state"] == "running" for d in running) == n, "all containers running"
+        with ThreadPoolExecutor(p) as pool:
+            list(pool.map(self.eveadm_delete, uuids))
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(p) as pool:
+            list(pool.map(self.hand_run, [f"par{i}" for i in range(n)]))
+        hand = time.perf_counter() - t0
+        for cid in list(self.hand_ids):
+            self.hand_delete(cid)
+        return {"eveadm": ev, "hand": hand}
+
+    def cleanup(self) -> None:
+        for cid in list(self.hand_ids):
+            subprocess.run([self.rt.path, "--root", self.hand_root, "delete", "--force", cid], capture_output=True)
+        subprocess.run(["umount", "--lazy", str(self.bundle / "rootfs")], capture_output=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runtime", default="auto", choices=["auto", "runc", "crun"])
+    ap.add_argument("--runs", type=int, default=11)
+    ap.add_argument("-n", type=int, default=20, help="containers in the parallel run")
+    ap.add_argument("-p", type=int, default=4, help="commands in parallel")
+    args = ap.parse_args()
+    b = Bench(args)
+    try:
+        b.setup_hand()
+        wrap = " (unshare workaround)" if b.rt.wrap else ""
+        print(f"runtime: {b.rt.name}{wrap}; {args.runs} interleaved runs")
+        m = b.ready()
+        med = {k: v[0] * 1000 for k, v in m.items()}
+        best = {k: v[1] * 1000 for k, v in m.items()}
+        print(f"{'':40s}{'median':>9s}{'best':>9s}")
+        for key, label in (("interp", "python3 -c pass"),
+                           ("hand_ret", f"by hand: {b.rt.name} run --detach returns"),
+                           ("hand_ready", "by hand: exec -> ready line"),
+                           ("ev_ret", "eveadm create returns (running)"),
+                           ("ev_ready", "eveadm: exec -> ready line")):
+            print(f"  {label:38s}{med[key]:7.1f}ms{best[key]:7.1f}ms")
+        print(f"  {'ratio eveadm / by hand (ready)':38s}{med['ev_ready'] / med['hand_ready']:7.2f}x "
+              f"{best['ev_ready'] / best['hand_ready']:7.2f}x")
+        for name, v in (("median", med), ("best", best)):
+            over, target = v["ev_ready"] - v["hand_ready"], v["interp"] + 50
+            print(f"  eveadm overhead ({name}): {over:.1f} ms; target < interpreter + 50 ms = {target:.1f} ms: "
+                  f"{'met' if over < target else 'NOT met'}")
+        par = b.parallel()
+        print(f"{args.n} containers, {args.p} commands in parallel:")
+        print(f"  by hand {par['hand']:6.2f} s   eveadm {par['eveadm']:6.2f} s   "
+              f"ratio {par['eveadm'] / par['hand']:5.2f}x   ({par['eveadm'] / args.n * 1000:.0f} ms per container)")
+    finally:
+        b.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

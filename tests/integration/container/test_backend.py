@@ -1,0 +1,358 @@
+"""ContainerBackend driven directly (BackendContext + Domain), with real runc and crun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from eveadm import oci
+from eveadm.backends.base import ABSENT, CRASHED, PAUSED, RUNNING, SHUTDOWN, BackendContext, wait_until
+from eveadm.backends.container import INSTALL_HINT, ContainerBackend
+from eveadm.errors import BackendUnavailable, NotSupported
+
+
+# PID 1 of a pid namespace ignores signals it has no handler for: test programs
+# trap TERM, and sleep in the background + `wait` so the trap runs at once.
+LOOP = "trap 'echo GOT-TERM; exit 3' TERM; while true; do sleep 1 & wait; done"
+
+
+def log_text(backend, dom) -> str:
+    path = backend.console_log(dom)
+    return path.read_text() if path.exists() else ""
+
+
+def wait_log(backend, dom, text, timeout=10) -> bool:
+    return wait_until(lambda: text in log_text(backend, dom), timeout)
+
+
+def start(backend, dom):
+    backend.prepare(dom)
+    backend.create_paused(dom)
+    backend.unpause(dom)
+    return backend.status([dom])[dom.uuid]
+
+
+def cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
+# --------------------------------------------------------------------------
+def test_render_carries_limits_and_payload(cconfig, rootfs, tmp_path, make_domain):
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    cfg = cconfig(
+        rootfs, ["/bin/app", "--flag"], alias="web-1", vcpus=2, ram=96, cpus="0",
+        env={"A": "1"}, workdir="/srv", readonly_root=True, terminal=True,
+        cloud_init={"user_data": "KEY:val:with:colons\nno colon here\n # comment: x\n"},
+        disks=[{"path": str(vol), "readonly": True, "format": "raw", "media": "disk"}],
+    )
+    backend = ContainerBackend(BackendContext(tmp_path / "root"))
+    assert backend.validate(cfg) == []
+    dom = make_domain(cfg)
+    spec = json.loads(backend.render(dom))
+    assert spec["process"]["args"] == ["/bin/app", "--flag"]
+    assert spec["process"]["cwd"] == "/srv"
+    assert spec["process"]["terminal"] is True
+    env = dict(e.split("=", 1) for e in spec["process"]["env"])
+    assert env["A"] == "1" and env["KEY"] == "val:with:colons" and env["HOSTNAME"] == "web-1"
+    assert "no colon here" not in " ".join(env)
+    res = spec["linux"]["resources"]
+    assert res["memory"]["limit"] == 96 * 1024 * 1024
+    assert res["cpu"]["quota"] == 2 * res["cpu"]["period"]
+    assert res["cpu"]["cpus"] == "0"
+    assert spec["hostname"] == "web-1"
+    assert spec["root"]["readonly"] is True
+    assert {"destination": "/mnt/disk0", "type": "bind", "source": str(vol),
+            "options": ["rbind", "ro"]} in spec["mounts"]
+    assert not dom.data_dir.exists(), "render must not write anything"
+
+
+def test_user_data_env_tolerates_lines_without_colon():
+    assert oci.user_data_env("A:1\nB : two:2\njunk\n\n:novalue\n") == {"A": "1", "B": "two:2"}
+
+
+def test_validate_reports_bad_images(cconfig, tmp_path, rootfs):
+    backend = ContainerBackend(BackendContext(tmp_path / "root"))
+    missing = cconfig(tmp_path / "nope", ["/bin/true"])
+    assert [p for p, _ in backend.validate(missing)] == ["image"]
+    (tmp_path / "notlayout").mkdir()
+    bad_layout = cconfig(f"oci:{tmp_path / 'notlayout'}")
+    probs = dict(backend.validate(bad_layout))
+    assert "not an OCI image layout" in probs["image"]
+    no_cmd = cconfig(rootfs)
+    assert [p for p, _ in backend.validate(no_cmd)] == ["cmd"]
+    file_disk = cconfig(rootfs, ["/bin/true"], disks=[{"path": str(rootfs / "bin" / "busybox")}])
+    assert [p for p, _ in backend.validate(file_disk)] == ["disks.0.path"]
+
+
+def test_validate_reports_unknown_oci_tag(cconfig, tmp_path, oci_layout):
+    backend = ContainerBackend(BackendContext(tmp_path / "root"))
+    probs = dict(backend.validate(cconfig(f"oci:{oci_layout}:nosuchtag")))
+    assert "no tag 'nosuchtag'" in probs["image"] and "latest" in probs["image"]
+    assert backend.validate(cconfig(f"oci:{oci_layout}:latest")) == []
+
+
+def test_missing_runtime_names_the_package(tmp_path, monkeypatch):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setenv("EVEADM_CONTAINER_RUNTIME", "auto")
+    with pytest.raises(BackendUnavailable) as exc:
+        ContainerBackend(BackendContext(tmp_path / "root")).check_available()
+    assert str(exc.value) == INSTALL_HINT
+
+
+def test_bad_runtime_setting(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVEADM_CONTAINER_RUNTIME", "docker")
+    with pytest.raises(BackendUnavailable, match="auto, runc or crun"):
+        ContainerBackend(BackendContext(tmp_path / "root")).check_available()
+
+
+def test_probe_is_cached_per_host(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVEADM_CONTAINER_RUNTIME", "auto")
+    ctx = BackendContext(tmp_path / "root")
+    first = ContainerBackend(ctx).runtime()
+    verdicts = json.loads((ctx.cache_dir("container") / "runtime.json").read_text())
+    assert any(v["error"] is None for v in verdicts.values())
+    runs_before = ctx.command_log.read_text().count('"run"')
+    second = ContainerBackend(ctx).runtime()
+    assert second == first
+    assert ctx.command_log.read_text().count('"run"') == runs_before, "second lookup must not re-probe"
+    if oci.hybrid_cgroups():  # this host: crun refuses as is, so auto picks runc
+        assert verdicts["crun"]["error"] and "hybrid" in verdicts["crun"]["error"]
+        assert first.name == "runc"
+
+
+# --------------------------------------------------------------------------
+def test_full_lifecycle(cconfig, backend, rootfs, make_domain):
+    dom = make_domain(cconfig(
+        rootfs, ["/bin/sh", "-c", f"echo READY $GREETING $(pwd) $(hostname); {LOOP}"],
+        alias="life", env={"GREETING": "hello"}, workdir="/tmp"))
+    backend.prepare(dom)
+    backend.create_paused(dom)
+    assert os.path.ismount(dom.data_dir / "bundle" / "rootfs")
+    st = backend.status([dom])[dom.uuid]
+    assert st.state == PAUSED and st.pid
+    # the process exists but the user's program has not started: it is still the runtime's init
+    assert "/bin/sh" not in cmdline(st.pid)
+    assert "READY" not in log_text(backend, dom)
+
+    backend.unpause(dom)
+    st = backend.status([dom])[dom.uuid]
+    assert st.state == RUNNING
+    assert wait_log(backend, dom, "READY hello /tmp life")
+    assert cmdline(st.pid)[0] == "/bin/sh"
+
+    backend.shutdown(dom)
+    assert backend.wait_gone(dom, 10)
+    st = backend.status([dom])[dom.uuid]
+    assert (st.state, st.exit_status) == (SHUTDOWN, 3)
+    assert "exit_timestamp" in st.detail
+    assert "GOT-TERM" in log_text(backend, dom)
+
+    removed = backend.release(dom)
+    assert not os.path.ismount(dom.data_dir / "bundle" / "rootfs")
+    st = backend.status([dom])[dom.uuid]
+    assert st.state == ABSENT and st.exit_status == 3
+    assert (dom.data_dir / "upper").is_dir(), "the writable layer is kept across stop/start"
+    assert not any("upper" in p for p in removed)
+
+    # start again: same domain, fresh process
+    assert start(backend, dom).state == RUNNING
+    backend.destroy(dom)
+    assert backend.wait_gone(dom, 10)
+    removed = backend.release(dom, delete=True)
+    assert str(dom.data_dir / "upper") in removed
+    assert not (dom.data_dir / "bundle").exists()
+
+
+def test_program_exiting_by_itself(cconfig, backend, rootfs, make_domain):
+    dom = make_domain(cconfig(rootfs, ["/bin/sh", "-c", "echo bye; exit 7"]))
+    start(backend, dom)
+    assert wait_until(lambda: backend.status([dom])[dom.uuid].gone, 10)
+    st = backend.status([dom])[dom.uuid]
+    assert (st.state, st.exit_status, st.error) == (SHUTDOWN, 7, None)
+    assert st.detail["exit_timestamp"].endswith("Z")
+    backend.destroy(dom)
+    backend.release(dom)
+
+
+def test_killed_from_outside_is_crashed(cconfig, backend, rootfs, make_domain):
+    dom = make_domain(cconfig(rootfs, ["/bin/sh", "-c", LOOP]))
+    pid = start(backend, dom).pid
+    os.kill(pid, signal.SIGKILL)
+    assert backend.wait_gone(dom, 10)
+    st = backend.status([dom])[dom.uuid]
+    assert st.state == CRASHED
+    assert "SIGKILL" in st.error and "outside" in st.error
+    assert st.exit_status == 128 + signal.SIGKILL
+    backend.destroy(dom)  # a later destroy must not turn the outside kill into a requested one
+    assert backend.status([dom])[dom.uuid].state == CRASHED
+    backend.release(dom, delete=True)
+
+
+def test_program_ignoring_term_needs_force(cconfig, backend, rootfs, make_domain):
+    # plain `sleep` as PID 1 has no TERM handler: the kernel drops TERM
+    dom = make_domain(cconfig(rootfs, ["/bin/sleep", "1000"]))
+    start(backend, dom)
+    backend.shutdown(dom)
+    assert not backend.wait_gone(dom, 0.5)
+    assert backend.status([dom])[dom.uuid].state == RUNNING
+    backend.shutdown(dom, force=True)
+    assert backend.wait_gone(dom, 10)
+    st = backend.status([dom])[dom.uuid]
+    assert (st.state, st.exit_status, st.detail["signal"]) == (SHUTDOWN, 137, "SIGKILL")
+    backend.release(dom, delete=True)
+
+
+def test_kill_signal(cconfig, backend, rootfs, make_domain):
+    dom = make_domain(cconfig(
+        rootfs, ["/bin/sh", "-c", "trap 'echo USR1' USR1; while true; do sleep 1 & wait; done"]))
+    start(backend, dom)
+    backend.kill(dom, signal.SIGUSR1)
+    assert wait_log(backend, dom, "USR1")
+    assert backend.status([dom])[dom.uuid].state == RUNNING
+    backend.destroy(dom)
+    assert backend.wait_gone(dom, 10)
+    backend.release(dom, delete=True)
+
+
+def test_readonly_root_disks_and_image_untouched(cconfig, backend, rootfs, make_domain, tmp_path):
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    before = sorted(os.listdir(rootfs))
+    script = ("touch /rootfile 2>/dev/null && echo ROOT-WRITABLE || echo ROOT-READONLY; "
+              "echo data > /mnt/disk0/out && echo DISK-OK; "
+              "touch /mnt/disk1/x 2>/dev/null && echo RO-DISK-WRITABLE || echo RO-DISK-OK; "
+              "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; "
+              "exit 0")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    dom = make_domain(cconfig(rootfs, ["/bin/sh", "-c", script], readonly_root=True, ram=48, disks=[
+        {"path": str(vol)}, {"path": str(ro), "readonly": True}]))
+    start(backend, dom)
+    assert wait_until(lambda: backend.status([dom])[dom.uuid].gone, 10)
+    text = log_text(backend, dom)
+    assert "ROOT-READONLY" in text and "DISK-OK" in text and "RO-DISK-OK" in text, text
+    assert str(48 * 1024 * 1024) in text, "memory limit applied to the container's cgroup"
+    assert (vol / "out").read_text() == "data\n"
+    assert sorted(os.listdir(rootfs)) == before
+    backend.destroy(dom)
+    backend.release(dom, delete=True)
+
+
+def test_writes_go_to_the_overlay_not_the_image(cconfig, backend, rootfs, make_domain):
+    dom = make_domain(cconfig(rootfs, ["/bin/sh", "-c", "echo x > /etc/eveadm-test; exit 0"]))
+    start(backend, dom)
+    assert wait_until(lambda: backend.status([dom])[dom.uuid].gone, 10)
+    assert (dom.data_dir / "upper" / "etc" / "eveadm-test").exists()
+    assert not (rootfs / "etc" / "eveadm-test").exists()
+    backend.destroy(dom)
+    backend.release(dom, delete=True)
+
+
+def test_oci_image_layout(cconfig, backend, oci_layout, make_domain):
+    cfg = cconfig(f"oci:{oci_layout}", env={"EXTRA": "yes"})
+    assert backend.validate(cfg) == []
+    dom = make_domain(cfg)
+    spec = json.loads(backend.render(dom))
+    assert spec["process"]["cwd"] == "/tmp"  # WorkingDir from the image config
+    st = start(backend, dom)
+    assert st.state == RUNNING
+    assert wait_log(backend, dom, "EVEADM-OCI-READY cwd=/tmp image=busybox")
+    _, digest = oci.resolve_manifest(str(oci_layout), "latest")
+    cached = backend.ctx.cache_dir("container") / "oci" / digest.replace(":", "_") / "rootfs"
+    assert (cached / "bin" / "busybox").exists()
+    assert dom.backend["lower"] == str(cached)
+    # a second domain from the same image reuses the unpacked tree
+    dom2 = make_domain(cconfig(f"oci:{oci_layout}:latest", ["/bin/sh", "-c", "echo SECOND $EXTRA"],
+                                        env={"EXTRA": "yes"}))
+    log_before = backend.ctx.command_log.read_text().count("umoci")
+    start(backend, dom2)
+    assert backend.ctx.command_log.read_text().count("umoci") == log_before
+    assert wait_log(backend, dom2, "SECOND yes")
+    for d in (dom, dom2):
+        backend.destroy(d)
+        assert backend.wait_gone(d, 10)
+        backend.release(d, delete=True)
+
+
+def test_console_on_terminal(cconfig, backend, rootfs, make_domain):
+    # a cooked-mode reader, not an interactive shell: busybox's line editor queries the
+    # terminal (ESC[6n) and drops input until a terminal answers, which makes a test racy
+    prog = 'echo "TERM=$TERM TTY=$(tty)"; read line; echo "GOT:$line"; exit 4'
+    dom = make_domain(cconfig(rootfs, ["/bin/sh", "-c", prog], terminal=True))
+    st = start(backend, dom)
+    assert st.state == RUNNING
+    sock_path = dom.run_dir / "console.sock"
+    assert wait_until(sock_path.is_socket, 5)
+    with oci.connect_unix(str(sock_path)) as sock:
+        sock.settimeout(10)
+        sock.sendall(b"hello console\n")
+        seen = b""
+        while b"GOT:hello console" not in seen:
+            chunk = sock.recv(4096)
+            assert chunk, seen
+            seen += chunk
+    assert backend.wait_gone(dom, 10)
+    st = backend.status([dom])[dom.uuid]
+    assert (st.state, st.exit_status) == (SHUTDOWN, 4)
+    text = log_text(backend, dom)
+    assert "TERM=xterm TTY=/dev/pts/0" in text and "GOT:hello console" in text, "pty output is kept in the log"
+    backend.destroy(dom)
+    backend.release(dom, delete=True)
+
+
+def test_console_without_terminal_points_to_the_log(cconfig, backend, rootfs, make_domain):
+    dom = make_domain(cconfig(rootfs, ["/bin/true"]))
+    with pytest.raises(NotSupported, match=f"eveadm info {dom.uuid} --log"):
+        backend.console(dom)
+
+
+def test_failed_create_reports_runtime_error(cconfig, backend, rootfs, make_domain):
+    dom = make_domain(cconfig(rootfs, ["/no/such/program"]))
+    backend.prepare(dom)
+    try:
+        backend.create_paused(dom)
+        backend.unpause(dom)
+    except Exception as exc:  # runc fails at create, crun at start: either way, the runtime's words
+        assert "no such" in str(exc).lower() or "not found" in str(exc).lower(), exc
+    else:
+        st = backend.status([dom])[dom.uuid]
+        assert st.gone and st.exit_status and st.exit_status != 0
+    backend.destroy(dom)
+    assert backend.wait_gone(dom, 10)
+    backend.release(dom, delete=True)
+    assert not (dom.data_dir / "bundle").exists()
+
+
+def test_status_asks_the_runtime_once(cconfig, backend, rootfs, make_domain):
+    doms = [make_domain(cconfig(rootfs, ["/bin/sh", "-c", LOOP])) for _ in range(3)]
+    for d in doms:
+        start(backend, d)
+    other = ContainerBackend(backend.ctx)  # another command: knows nothing of these domains
+    before = backend.ctx.command_log.read_text().count('"list"')
+    states = other.status(doms)
+    assert {s.state for s in states.values()} == {RUNNING}
+    assert backend.ctx.command_log.read_text().count('"list"') == before + 1
+    for d in doms:
+        backend.destroy(d)
+        assert backend.wait_gone(d, 10)
+        backend.release(d, delete=True)
+
+
+def test_just_started_domain_still_reports_its_death(cconfig, backend, rootfs, make_domain):
+    # right after start the backend answers from what `start` said, but checks pid and exit record
+    dom = make_domain(cconfig(rootfs, ["/bin/sh", "-c", LOOP]))
+    pid = start(backend, dom).pid
+    before = backend.ctx.command_log.read_text().count('"list"')
+    assert backend.status([dom])[dom.uuid].state == RUNNING
+    assert backend.ctx.command_log.read_text().count('"list"') == before
+    os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: backend.status([dom])[dom.uuid].state == CRASHED, 5)
+    backend.destroy(dom)
+    backend.release(dom, delete=True)
