@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import SRC
+from clitest import SRC
 
 
 def snapshot(root):

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from conftest import SRC
+from clitest import SRC
 
 HOLD = """
 import sys, time

@@ -1,0 +1,75 @@
+"""Fixtures for the kvm brand's integration tests: real QEMU (TCG here) booting the
+small guest built by scripts/build-guest.sh.
+
+Every test gets its own short state root under /tmp (unix socket paths are limited
+to 107 bytes, pytest's tmp_path is too long) and every QEMU whose command line
+mentions that root is killed at teardown, whatever the test did.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from kvmtest import REPO, artifacts_dir, config, qemus_under
+from eveadm.backends.base import BackendContext, Domain, pid_alive, wait_until
+
+
+@pytest.fixture(scope="session")
+def guest() -> Path:
+    """Kernel + initramfs of the test guest (built once, cached)."""
+    if not shutil.which("qemu-system-x86_64"):
+        pytest.fail("qemu-system-x86_64 is missing: apt-get install qemu-system-x86")
+    out = artifacts_dir() / "guest"
+    proc = subprocess.run(["sh", str(REPO / "scripts" / "build-guest.sh"), str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"build-guest.sh failed: {proc.stderr}"
+    assert (out / "vmlinuz").is_file() and (out / "initramfs.cpio.gz").is_file()
+    return out
+
+
+@pytest.fixture
+def root():
+    """A short, private state root; kills every QEMU started under it at teardown."""
+    path = Path(tempfile.mkdtemp(prefix="evk-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        for pid in qemus_under(path):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in qemus_under(path):
+            wait_until(lambda: not pid_alive(pid), 5)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def ctx(root) -> BackendContext:
+    return BackendContext(root)
+
+
+@pytest.fixture
+def backend(ctx):
+    from eveadm.backends.kvm import KvmBackend
+
+    return KvmBackend(ctx)
+
+
+@pytest.fixture
+def make_dom(root, guest):
+    def make(**over) -> Domain:
+        cfg = config(guest, **over)
+        u = cfg["uuid"]
+        return Domain(u, cfg, {}, root / "domains" / u, root / "run" / u)
+
+    return make
+
+
