@@ -209,7 +209,7 @@ class Engine:
             attempt += 1
             rec.runtime["tried_count"] = attempt
             try:
-                backend.create_paused(dom)
+                created = backend.create_paused(dom)
                 break
             except EveadmError as exc:
                 self._event(rec, "create.failed", attempt=attempt, message=str(exc))
@@ -221,7 +221,7 @@ class Engine:
                 self._say(f"create of {rec.uuid} failed ({exc}); retrying in {delay:g}s")
                 time.sleep(delay)  # domainmgr's retry pacing (policy, configurable), not synchronisation
         rec.runtime.update(boot_failed=False, error=None, exit_status=None, exit_timestamp=None)
-        self._note_status(rec, backend.status([dom])[rec.uuid])
+        self._note_status(rec, created if isinstance(created, B.Status) else backend.status([dom])[rec.uuid])
         self._transition(rec, "paused")
         if activate:
             self._activate(rec, dom)
@@ -231,7 +231,7 @@ class Engine:
         backend = self.backend(rec.brand)
         self._transition(rec, "booting")
         try:
-            backend.unpause(dom)
+            verified = backend.unpause(dom)
         except EveadmError as exc:
             # domainmgr left the domain paused here; we destroy it so nothing lingers half-started
             self._event(rec, "activate.failed", message=str(exc))
@@ -239,9 +239,11 @@ class Engine:
             self._quietly(backend.release, dom)
             self._fail(rec, f"unpause failed: {exc}")
             raise BackendError(f"domain {rec.uuid}: unpause failed: {exc}") from None
-        holder = {}
+        holder = {"st": verified} if isinstance(verified, B.Status) else {}
 
         def settled():
+            if "st" in holder and holder["st"].state != B.PAUSED:
+                return True
             holder["st"] = backend.status([dom])[rec.uuid]
             return holder["st"].state != B.PAUSED
 

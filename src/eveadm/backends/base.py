@@ -282,11 +282,14 @@ class Backend:
     def prepare(self, dom: Domain) -> None:
         """Write the rendered artefact and make disk copies (idempotent; before each create)."""
 
-    def create_paused(self, dom: Domain) -> None:
-        """Create the domain with its CPUs / process stopped. Raise BackendError on failure."""
+    def create_paused(self, dom: Domain) -> "Status | None":
+        """Create the domain with its CPUs / process stopped. Raise BackendError on failure.
+        May return the Status it has just verified (saves the engine a status() round trip)."""
         raise NotImplementedError
 
-    def unpause(self, dom: Domain) -> None:
+    def unpause(self, dom: Domain) -> "Status | None":
+        """Let the domain run. May return the Status it has just verified (RUNNING), else the
+        engine polls status() until the domain is no longer paused."""
         raise NotImplementedError
 
     def shutdown(self, dom: Domain, force: bool = False) -> None:

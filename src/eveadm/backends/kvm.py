@@ -381,7 +381,7 @@ class KvmBackend(Backend):
         p["argv_file"].write_text(self.render(dom))
         dom.backend["argv_file"] = str(p["argv_file"])
 
-    def create_paused(self, dom: Domain) -> None:
+    def create_paused(self, dom: Domain) -> Status:
         self.check_available()
         p = self._paths(dom)
         run = Path(dom.run_dir)
@@ -433,6 +433,7 @@ class KvmBackend(Backend):
             except OSError:
                 pass
         self._pin(dom, pid)
+        return Status(PAUSED, domain_id=pid, pid=pid)
 
     def _pin(self, dom: Domain, pid: int) -> None:
         cpus = dom.config.get("cpus")
@@ -448,7 +449,7 @@ class KvmBackend(Backend):
         except OSError as exc:
             raise BackendError(f"cannot pin {dom.name} to cpus {cpus}: {exc.strerror}") from None
 
-    def unpause(self, dom: Domain) -> None:
+    def unpause(self, dom: Domain) -> Status:
         self._bridge_taps(dom)
         sock = self._sock(dom)
         cmds: list = []
@@ -458,6 +459,8 @@ class KvmBackend(Backend):
         status = qmp(sock, *cmds)[-1]["status"]
         if status != "running":
             raise BackendError(f"{dom.name}: QMP cont left QEMU in state {status!r}, not 'running'")
+        pid = dom.backend.get("pid")
+        return Status(RUNNING, domain_id=pid, pid=pid)
 
     def _bridge_taps(self, dom: Domain) -> None:
         for i, nic in enumerate(dom.config.get("nics") or []):
