@@ -38,7 +38,6 @@ checks and the shim's exit record (see `status` for the one shortcut).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -65,12 +64,25 @@ OCI_NAMES = {PAUSED: "created", RUNNING: "running"}
 PROBE_RETRY_AFTER = 600  # s: a failed probe is redone after this (a success holds until reboot)
 
 
-@dataclasses.dataclass(frozen=True)
 class Runtime:
-    name: str  # runc | crun
-    path: str  # absolute path of the binary
-    root: str  # its --root state directory
-    wrap: bool  # crun on a hybrid-cgroup host: create/run go through unshare + umount
+    """One OCI runtime binary as used here (a plain class: dataclasses cost CLI start-up)."""
+
+    __slots__ = ("name", "path", "root", "wrap")
+
+    def __init__(self, name: str, path: str, root: str, wrap: bool):
+        self.name = name  # runc | crun
+        self.path = path  # absolute path of the binary
+        self.root = root  # its --root state directory
+        self.wrap = wrap  # crun on a hybrid-cgroup host: create/run go through unshare + umount
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Runtime) and all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.path, self.root, self.wrap))
+
+    def __repr__(self) -> str:
+        return f"Runtime({self.name!r}, {self.path!r}, wrap={self.wrap})"
 
     def argv(self, *args: str) -> list[str]:
         return [self.path, "--root", self.root, *args]
