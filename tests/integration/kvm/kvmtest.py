@@ -40,25 +40,19 @@ def qemus_under(path: Path) -> list[int]:
 
 
 def config(guest: Path, **over) -> dict:
-    """A kvm config as schema.py hands it to the backend (defaults applied)."""
-    cfg = {
-        "uuid": str(_uuid.uuid4()), "brand": "kvm", "vcpus": 1, "ram": 256, "virt_mode": "hvm",
+    """A kvm config as schema.py hands it to the backend (defaults applied by schema.normalize)."""
+    from eveadm import schema
+
+    payload = {
+        "uuid": str(_uuid.uuid4()), "brand": "kvm",
         "kernel": str(guest / "vmlinuz"), "initrd": str(guest / "initramfs.cpio.gz"),
         "cmdline": "console=ttyS0 quiet panic=-1",
-        "disks": [], "nics": [], "pci_devices": [], "vnc_port": -1, "accel": "auto", "machine": "q35",
-        "autoboot": True, "stop_timeout": 60, "on_crash": "halt", "customer_metadata": {}, "tags": {},
     }
     extra = over.pop("extra_cmdline", None)
-    cfg.update(over)
+    payload.update(over)
     if extra:
-        cfg["cmdline"] += " " + extra
-    for d in cfg["disks"]:
-        d.setdefault("media", "disk")
-        d.setdefault("format", "iso" if d["media"] == "cdrom" else "raw")
-        d.setdefault("model", "virtio")
-        d.setdefault("readonly", d["media"] == "cdrom")
-        d.setdefault("boot", False)
-    return cfg
+        payload["cmdline"] += " " + extra
+    return schema.normalize(payload)
 
 
 def log_bytes(path) -> bytes:
