@@ -491,8 +491,8 @@ class Engine:
             elif rec.state == "provisioning":
                 self._finish_gone(rec, dom, st, "", failure="create was interrupted before the domain existed")
             else:
-                self._finish_gone(rec, dom, st, "", failure=f"domain vanished: {rec.brand} no longer knows it "
-                                                            "(destroyed outside eveadm?)")
+                self._finish_gone(rec, dom, st, "", failure=st.error or f"domain vanished: {rec.brand} no longer "
+                                                                        "knows it (destroyed outside eveadm?)")
         elif rec.state in ("provisioning", "stopping"):
             # a command died half-way and the domain still exists: say so; stop or delete cleans up
             rec.runtime["error"] = {"message": f"an eveadm command was interrupted while {rec.state}",

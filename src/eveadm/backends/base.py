@@ -162,12 +162,14 @@ class BackendContext:
         check: bool = True,
         install_hint: str | None = None,
         input: bytes | None = None,
+        stdin: Any = DEVNULL,
         stdout: Any = PIPE,
         stderr: Any = PIPE,
     ):
         """Run one external command from an argument list (never a shell).
 
-        Every call is appended to <root>/log/commands.jsonl (argv, the env
+        `stdin=None, stdout=None, stderr=None, timeout=None` runs an interactive program on the
+        caller's terminal (e.g. `xl console`). Every call is appended to <root>/log/commands.jsonl (argv, the env
         variables added, rc) so what eveadm issued can be audited and tested.
         A missing program raises BackendUnavailable naming `install_hint`; a
         non-zero exit raises BackendError with the command's own stderr when
@@ -184,7 +186,7 @@ class BackendContext:
         try:
             proc = subprocess.run(
                 argv, env=full_env, cwd=cwd, timeout=timeout, input=input,
-                stdout=stdout, stderr=stderr, stdin=None if input is not None else subprocess.DEVNULL,
+                stdout=stdout, stderr=stderr, stdin=None if input is not None else stdin,
             )
         except FileNotFoundError:
             self._log(argv, env, None, started)

@@ -1,0 +1,249 @@
+"""brand rkt: rkt with the stage1-xen flavour, exactly as domainmgr.go called it.
+
+    create   env STAGE1_XL_OPTS=-p STAGE1_SEED_XL_CFG=CFG
+             rkt --dir=D --insecure-options=image run HASH --stage1-path=S --uuid-file-save=F [--set-env=K=V ...]
+             (pod uuid read from F), then xl domid NAME
+    activate xenstore write KEY 0 (x10 per VIF, on the pod's Xen domain), xl unpause NAME
+    status   rkt --dir=D status POD --format=json
+    stop     rkt --dir=D stop POD [--force=true]
+    destroy  rkt --dir=D rm POD
+
+stage1-xen builds its own xl cfg from the seed cfg CFG (it replaces the kernel,
+ramdisk, extra and disk lines and boots the pod's rootfs over 9p), so CFG is the
+xl cfg rendered as for brand xen. rkt is retired upstream and not packaged by
+Debian; the test-suite drives this backend against a strict simulator
+(tests/rkt/).
+
+Settings: rkt.bin (default "rkt"), rkt.dir (default <root>/rkt; EVE used
+/persist/rkt), rkt.stage1 (default /usr/sbin/stage1-xen.aci), and the xen.*
+settings for xl/xenstore.
+
+Status asks `xl list` once for every pod's domain (paused or running is a Xen
+fact: rkt says "running" for a pod whose domain is still paused) and `rkt status`
+only for pods whose domain is no longer listed, to learn whether the pod exited
+or is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+from pathlib import Path
+from typing import Iterable
+
+from ..errors import BackendError, BackendUnavailable
+from .base import ABSENT, CRASHED, SHUTDOWN, Domain, Status
+from .xen import XenBackend
+
+RKT_HINT = "rkt (with stage1-xen) is retired upstream and not packaged by Debian; install it by hand"
+DEFAULT_STAGE1 = "/usr/sbin/stage1-xen.aci"
+
+
+class RktBackend(XenBackend):
+    brand = "rkt"
+    default_stop_timeout = 60
+
+    # -- settings ----------------------------------------------------------------------
+    @property
+    def rkt(self) -> str:
+        return str(self.ctx.setting("rkt.bin", "rkt"))
+
+    @property
+    def rkt_dir(self) -> Path:
+        return Path(self.ctx.setting("rkt.dir", None) or self.ctx.root / "rkt")
+
+    @property
+    def stage1(self) -> str:
+        return str(self.ctx.setting("rkt.stage1", DEFAULT_STAGE1))
+
+    def uuid_file(self, dom: Domain) -> Path:
+        # domainmgr shared one /persist/rkt/uuid_file between all pods; one per domain cannot race
+        return Path(dom.run_dir) / "rkt-pod-uuid"
+
+    # -- the command line ------------------------------------------------------------------
+    def run_argv(self, dom: Domain) -> list[str]:
+        argv = [self.rkt, f"--dir={self.rkt_dir}", "--insecure-options=image", "run", dom.config["image"],
+                f"--stage1-path={self.stage1}", f"--uuid-file-save={self.uuid_file(dom)}"]
+        argv += [f"--set-env={k}={v}" for k, v in (dom.config.get("env") or {}).items()]
+        return argv
+
+    def run_env(self, dom: Domain) -> dict:
+        return {"STAGE1_XL_OPTS": "-p", "STAGE1_SEED_XL_CFG": str(self.cfg_path(dom))}
+
+    def _rkt(self, args: list[str], *, check: bool = True, timeout: float = 60, env: dict | None = None):
+        proc = self.ctx.run([self.rkt, f"--dir={self.rkt_dir}", *args], check=False, timeout=timeout,
+                            env=env, install_hint=RKT_HINT)
+        if check and proc.returncode != 0:
+            raise BackendError(self._rkt_failure(args, proc))
+        return proc
+
+    @staticmethod
+    def _out(proc) -> str:
+        return ((proc.stderr or b"").decode(errors="replace") + (proc.stdout or b"").decode(errors="replace"))
+
+    def _rkt_failure(self, args, proc) -> str:
+        lines = [ln.strip() for ln in self._out(proc).splitlines() if ln.strip()]
+        return f"rkt {' '.join(args[:2])} failed (exit {proc.returncode})" + (f": {lines[-1]}" if lines else "")
+
+    # -- availability / validation / render -----------------------------------------------------
+    def check_available(self) -> None:
+        if shutil.which(self.rkt) is None:
+            raise BackendUnavailable(f"brand rkt needs {self.rkt}: {RKT_HINT}")
+        if not Path(self.stage1).exists():
+            raise BackendUnavailable(f"brand rkt needs the stage1-xen image {self.stage1} "
+                                     "(set rkt.stage1 to its path)")
+        super().check_available()
+
+    def validate(self, config: dict) -> list[tuple[str, str]]:
+        errs = []
+        for k, v in (config.get("env") or {}).items():
+            if "\n" in str(v):
+                errs.append((f"env.{k}", "brand rkt: a value must be a single line"))
+        return errs
+
+    def xl_type(self, dom: Domain) -> str:
+        return "pvh"  # domainmgr: a container's VirtualizationMode defaulted to PV, written as pvh
+
+    def render(self, dom: Domain) -> str:
+        env = self.run_env(dom)
+        cmd = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        cmd += " " + " ".join(shlex.quote(a) for a in self.run_argv(dom))
+        return (cmd + "\n\n# STAGE1_SEED_XL_CFG " + env["STAGE1_SEED_XL_CFG"] + ":\n"
+                + self.render_cfg(dom))
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def prepare(self, dom: Domain) -> None:
+        self.rkt_dir.mkdir(parents=True, exist_ok=True)
+        Path(dom.run_dir).mkdir(parents=True, exist_ok=True)
+        super().prepare(dom)
+
+    def create_paused(self, dom: Domain) -> None:
+        uf = self.uuid_file(dom)
+        uf.unlink(missing_ok=True)  # never read a previous run's pod
+        proc = self.ctx.run(self.run_argv(dom), env=self.run_env(dom), check=False, timeout=300,
+                            install_hint=RKT_HINT)
+        if proc.returncode != 0:
+            try:  # a pod rkt made before failing: remember it so destroy removes it
+                pod = uf.read_text().strip()
+                if pod:
+                    dom.backend["pod"] = pod
+            except OSError:
+                pass
+            raise BackendError(self._rkt_failure(["run", dom.config["image"]], proc))
+        try:
+            pod = uf.read_text().strip()
+        except OSError as exc:
+            raise BackendError(f"rkt run succeeded but wrote no pod uuid to {uf}: {exc.strerror}") from None
+        if not pod:
+            raise BackendError(f"rkt run succeeded but {uf} is empty")
+        dom.backend["pod"] = pod
+        dom.backend["name"] = dom.name
+        dom.backend["domid"] = self._domid(dom)
+
+    # unpause: inherited (offload writes on the pod's domain, then `xl unpause NAME`)
+
+    def shutdown(self, dom: Domain, force: bool = False) -> None:
+        pod = dom.backend.get("pod")
+        if not pod:
+            return
+        args = ["stop", pod] + (["--force=true"] if force else [])
+        proc = self._rkt(args, check=False)
+        if proc.returncode != 0 and not self._pod_gone(proc):
+            raise BackendError(self._rkt_failure(args, proc))
+
+    def destroy(self, dom: Domain) -> None:
+        pod = dom.backend.get("pod")
+        if not pod:
+            return
+        proc = self._rkt(["rm", pod], check=False)
+        if proc.returncode == 0 or self._pod_gone(proc):
+            return
+        if "running" in self._out(proc):
+            # rkt refuses to remove a running pod: stop it by force (domainmgr's doStopDestroyDomain order)
+            self._rkt(["stop", pod, "--force=true"], check=False)
+            proc = self._rkt(["rm", pod], check=False)
+            if proc.returncode == 0 or self._pod_gone(proc):
+                return
+        raise BackendError(self._rkt_failure(["rm", pod], proc))
+
+    def _pod_gone(self, proc) -> bool:
+        text = self._out(proc).lower()
+        return "no such" in text or "no matches found" in text or "not found" in text
+
+    def pod_state(self, pod: str) -> dict | None:
+        proc = self._rkt(["status", pod, "--format=json"], check=False)
+        if proc.returncode != 0:
+            if self._pod_gone(proc):
+                return None
+            raise BackendError(self._rkt_failure(["status", pod], proc))
+        try:
+            return json.loads((proc.stdout or b"").decode(errors="replace"))
+        except ValueError:
+            raise BackendError(f"rkt status {pod} printed no JSON") from None
+
+    def status(self, doms: Iterable[Domain]) -> dict[str, Status]:
+        doms = list(doms)
+        if not doms:
+            return {}
+        listing = self._xl_list()
+        out = {}
+        for dom in doms:
+            pod = dom.backend.get("pod")
+            row = listing.get(self.xen_name(dom))
+            if row is not None:
+                st = self._status_one(dom, row)
+            elif not pod:
+                st = Status(ABSENT)
+            else:
+                st = self._pod_status(pod)
+            if pod:
+                st.detail["pod"] = pod
+            out[dom.uuid] = st
+        return out
+
+    def _pod_status(self, pod: str) -> Status:
+        """The pod's domain is not listed by xl: what does rkt say of the pod?"""
+        data = self.pod_state(pod)
+        if data is None:
+            return Status(ABSENT)
+        state = data.get("state")
+        codes = data.get("app_exit_codes") or {}
+        exit_status = next(iter(codes.values()), None) if isinstance(codes, dict) else None
+        if state in ("exited", "garbage", "deleting", "aborted prepare"):
+            return Status(SHUTDOWN, exit_status=exit_status, detail={"rkt_state": state})
+        if state == "running":
+            # rkt believes the pod runs, but its Xen domain is gone
+            return Status(CRASHED, error="the pod's Xen domain is gone while rkt reports it running",
+                          detail={"rkt_state": state})
+        return Status(ABSENT, detail={"rkt_state": state})
+
+    def has_device_model(self, dom: Domain) -> bool:
+        return True  # domainmgr: stage1-xen serves the pod's 9p rootfs from a qemu in dom0
+
+    def release(self, dom: Domain, *, delete: bool = False) -> list[str]:
+        removed = super().release(dom, delete=delete)
+        uf = self.uuid_file(dom)
+        if uf.exists():
+            uf.unlink()
+            removed.append(str(uf))
+        dom.backend.pop("pod", None)
+        return removed
+
+    def info(self, dom: Domain) -> dict:
+        out = super().info(dom)
+        pod = dom.backend.get("pod")
+        if pod:
+            out["pod"] = pod
+            try:
+                out["rkt"] = self.pod_state(pod)
+            except BackendError as exc:
+                out["rkt_error"] = str(exc)
+        return out
+
+    def host_info(self) -> dict:
+        return {"rkt": self.rkt, "dir": str(self.rkt_dir), "stage1": self.stage1,
+                "stage1_present": Path(self.stage1).exists()}
+
+    def console_log(self, dom: Domain) -> Path | None:
+        return super().console_log(dom)

@@ -1,0 +1,602 @@
+"""brand xen: the Xen toolstack `xl` + `xenstore`, with exactly the seed's command lines.
+
+domainmgr.go (2020) drove Xen with these commands, and so does this backend:
+
+    create   xl create CFG -p ; xl domid NAME
+    activate xenstore write KEY 0   (x10 per VIF: NIC offloads off, before the guest runs)
+             xl unpause NAME
+    stop     xl shutdown NAME / xl shutdown -F NAME
+    destroy  xl destroy NAME
+    pci      xl pci-assignable-add ADDR / xl pci-assignable-rem -r ADDR / xl pci-assignable-list
+
+Deliberate differences from domainmgr:
+- status() asks `xl list` ONCE for every domain (domainmgr ran `xl list -l NAME`
+  per domain; `xl list -l` JSON carries the configuration only, no run state, so
+  the one-call form is the plain listing with its state flags).
+- the device-model check matches the exact domid in the argv of every process
+  (domainmgr's `pgrep -f "domid 1"` also matched `domid 12`).
+- a domain that vanished is explained from xl's own per-domain log
+  (/var/log/xen/xl-NAME.log: "has shut down, reason code N" / "has been
+  destroyed"), so a guest poweroff, a guest crash and a destroy behind eveadm's
+  back are told apart although the cfg keeps xl's defaults
+  (on_poweroff=destroy, on_reboot=restart, on_crash=destroy, as domainmgr).
+
+Settings (<root>/config.json or EVEADM_XEN_*): xen.xl (default "xl"), xen.xenstore
+(default "xenstore"), xen.procfs (default /proc/xen: its absence means "not a Xen
+dom0"), xen.log_dir (default /var/log/xen), xen.vnc_listen (default 127.0.0.1),
+xen.pvh_firmware (default /usr/lib/xen/boot/ovmf-pvh.bin).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Iterable
+
+from ..errors import BackendError, BackendUnavailable
+from .base import ABSENT, CRASHED, PAUSED, RUNNING, SHUTDOWN, Backend, Domain, Status
+
+XL_HINT = "install the Xen toolstack (Debian: xen-utils-4.17) and boot the host under Xen"
+XENSTORE_HINT = "apt-get install xenstore-utils"
+OFFLOAD_FEATURES = ("feature-sg", "feature-gso-tcpv4", "feature-gso-tcpv6",
+                    "feature-ipv4-csum-offload", "feature-ipv6-csum-offload")
+QEMU_CRASHED = "qemu crashed - please restart application instance"  # domainmgr's words
+SHUTDOWN_REASONS = {0: "poweroff", 1: "reboot", 2: "suspend", 3: "crash", 4: "watchdog", 5: "soft_reset"}
+
+
+# ----------------------------------------------------------------------------- helpers
+def offload_keys(domid: int, nvifs: int) -> list[str]:
+    """domainmgr xlDisableVifOffload: for each VIF, 5 backend keys then 5 frontend keys."""
+    keys = []
+    for i in range(nvifs):
+        keys += [f"/local/domain/0/backend/vif/{domid}/{i}/{f}" for f in OFFLOAD_FEATURES]
+        keys += [f"/local/domain/{domid}/device/vif/{i}/{f}" for f in OFFLOAD_FEATURES]
+    return keys
+
+
+def parse_xl_list(text: str) -> dict[str, dict]:
+    """`xl list` -> {name: {domid, mem, vcpus, flags, time}}. Names never contain blanks (xl refuses them)."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 5 or parts[0] == "Name" or not parts[1].isdigit():
+            continue
+        name, domid, mem, vcpus, flags = parts[:5]
+        out[name] = {"domid": int(domid), "mem": int(mem) if mem.isdigit() else mem,
+                     "vcpus": int(vcpus) if vcpus.isdigit() else vcpus, "flags": flags,
+                     "time": parts[5] if len(parts) > 5 else None}
+    return out
+
+
+def state_of(flags: str) -> str:
+    """xl's state column `rbpscd` -> a backend state."""
+    if "d" in flags or "s" in flags:
+        return SHUTDOWN
+    if "c" in flags:
+        return CRASHED
+    if "p" in flags:
+        return PAUSED
+    return RUNNING
+
+
+def device_model_pids(domid: int, proc: str | Path = "/proc") -> list[int]:
+    """Pids whose argv holds `-xen-domid <domid>` as two whole arguments.
+
+    domainmgr's `pgrep -f "domid 1"` matched substrings, so a live device model of
+    domain 12 hid the death of domain 1's; comparing argv elements cannot.
+    """
+    want = str(domid)
+    found = []
+    try:
+        entries = os.listdir(proc)
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc, entry, "cmdline"), "rb") as fh:
+                argv = fh.read().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in argv]
+        for i, arg in enumerate(args[:-1]):
+            if arg in ("-xen-domid", "--xen-domid") and args[i + 1] == want:
+                found.append(int(entry))
+                break
+    return found
+
+
+def last_shutdown(log_text: str, domid: int) -> tuple[str, int | None] | None:
+    """From xl's per-domain log: how domain `domid` ended, the last time it did.
+
+    Returns ("shutdown", reason_code) or ("destroyed", None), or None if the log says nothing.
+    """
+    result = None
+    pat_shut = re.compile(rf"Domain {domid} has shut down, reason code (\d+)")
+    pat_destroyed = re.compile(rf"Domain {domid} has been destroyed")
+    for line in log_text.splitlines():
+        m = pat_shut.search(line)
+        if m:
+            result = ("shutdown", int(m.group(1)))
+        elif pat_destroyed.search(line):
+            result = ("destroyed", None)
+    return result
+
+
+def _q(value) -> str:
+    """An xl cfg double-quoted string."""
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _sq(value) -> str:
+    """An xl cfg single-quoted list element."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+# libxl / xl messages -> what the operator should do
+_EXPLAIN = [
+    (re.compile(r"cannot make domain: -3|failed to free memory|not enough memory|Cannot allocate memory|"
+                r"failed to allocate|xc_dom_boot_mem_init"),
+     "not enough free memory in Xen for this domain: lower ram/max_ram, stop another domain, "
+     "or shrink dom0 (dom0_mem=); `xl info` shows free_memory"),
+    (re.compile(r"already exists"),
+     "a Xen domain with this name already exists: `xl list`, then `xl destroy NAME` if it is a leftover"),
+    (re.compile(r"xc_dom_find_loader: no loader found|panic: xc_dom_core|xc_dom_parse_image|"
+                r"Invalid kernel|failed to load kernel|xc_dom_kernel_file"),
+     "the kernel is not bootable by Xen in this mode: check `kernel` and `virt_mode` (pv needs a PV-capable kernel)"),
+    (re.compile(r"hotplug script|vif-bridge|Unable to add device with path /local/domain/0/backend/vif"),
+     "the network hotplug script failed: does the bridge named in nics exist (`ip link show BRIDGE`)?"),
+    (re.compile(r"is not assignable|not assignable|pciback"),
+     "the PCI device is not in pciback: `eveadm pci assignable-add ADDR`"),
+    (re.compile(r"HVM guest support is unavailable|hvm.*not supported|VMX|SVM"),
+     "this Xen host cannot run hvm/pvh guests (no VT-x/AMD-V): use virt_mode pv with a kernel"),
+    (re.compile(r"failed to open .*(disk|target)|Could not open .*image|No such file or directory"),
+     "a file the domain needs is missing: check the kernel, initrd and disk paths"),
+]
+
+
+def explain(text: str) -> str | None:
+    for rx, hint in _EXPLAIN:
+        if rx.search(text):
+            return hint
+    return None
+
+
+def _meaningful(text: str) -> str:
+    """The most telling line of xl's output: the first libxl error, else the last line."""
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    for ln in lines:
+        if "error" in ln.lower() and "libxl" in ln:
+            return ln
+    return lines[-1] if lines else ""
+
+
+def _no_xen(text: str) -> bool:
+    return ("cannot init xl context" in text or "Could not obtain handle on privileged command interface" in text
+            or "Can't find hypervisor information" in text)
+
+
+def _gone_text(text: str) -> bool:
+    return "invalid domain identifier" in text or "not found" in text.lower() and "domain" in text.lower()
+
+
+# ----------------------------------------------------------------------------- backend
+class XenBackend(Backend):
+    brand = "xen"
+    default_stop_timeout = 60
+    cfg_name = "xl.cfg"
+
+    # -- settings -------------------------------------------------------------------
+    @property
+    def xl(self) -> str:
+        return str(self.ctx.setting("xen.xl", "xl"))
+
+    @property
+    def xenstore(self) -> str:
+        return str(self.ctx.setting("xen.xenstore", "xenstore"))
+
+    @property
+    def procfs(self) -> Path:
+        return Path(self.ctx.setting("xen.procfs", "/proc/xen"))
+
+    @property
+    def log_dir(self) -> Path:
+        return Path(self.ctx.setting("xen.log_dir", "/var/log/xen"))
+
+    @staticmethod
+    def xen_name(dom: Domain) -> str:
+        """The name Xen knows the domain by: the one it was created with (an alias may change later)."""
+        return dom.backend.get("name") or dom.name
+
+    # -- running xl -----------------------------------------------------------------
+    def _xl(self, args: list[str], *, check: bool = True, timeout: float = 60, what: str | None = None,
+            env: dict | None = None):
+        """Run `xl ARGS`; on failure raise a one-line error naming xl's own complaint and what to do."""
+        proc = self.ctx.run([self.xl, *args], check=False, timeout=timeout, install_hint=XL_HINT, env=env)
+        if proc.returncode != 0:
+            text = (proc.stderr or b"").decode(errors="replace") + (proc.stdout or b"").decode(errors="replace")
+            if _no_xen(text):
+                raise BackendUnavailable(f"brand xen: xl cannot reach the hypervisor ({_meaningful(text)}): "
+                                         "this host is not a Xen dom0")
+            if check:
+                raise BackendError(self._failure(args, proc.returncode, text, what))
+        return proc
+
+    def _failure(self, args, rc, text, what=None) -> str:
+        hint = explain(text)
+        line = _meaningful(text)
+        msg = f"{what or 'xl ' + ' '.join(args[:1])} failed (exit {rc})" + (f": {line}" if line else "")
+        return msg + (f" -- {hint}" if hint else "")
+
+    @staticmethod
+    def _text(proc) -> str:
+        return (proc.stdout or b"").decode(errors="replace")
+
+    # -- availability / validation -------------------------------------------------
+    def check_available(self) -> None:
+        if shutil.which(self.xl) is None:
+            raise BackendUnavailable(f"brand {self.brand} needs {self.xl}: {XL_HINT}")
+        if not self.procfs.exists():
+            raise BackendUnavailable(f"brand {self.brand} needs a Xen dom0: {self.procfs} does not exist "
+                                     "(boot the host under Xen and mount xenfs on /proc/xen)")
+        caps = self.procfs / "capabilities"
+        try:
+            if caps.exists() and "control_d" not in caps.read_text():
+                raise BackendUnavailable(f"brand {self.brand}: this host is a Xen guest, not dom0 "
+                                         f"({caps} lacks control_d)")
+        except OSError:
+            pass
+
+    def validate(self, config: dict) -> list[tuple[str, str]]:
+        errs = []
+        mode = config.get("virt_mode", "pvh")
+        if mode == "pv" and not config.get("kernel"):
+            errs.append(("kernel", "virt_mode pv needs a kernel (a PV-capable kernel image)"))
+        if mode == "fml" and config.get("kernel"):
+            errs.append(("kernel", "virt_mode fml boots firmware only; remove kernel"))
+        port = config.get("vnc_port", -1)
+        if isinstance(port, int) and 0 < port < 5900:
+            errs.append(("vnc_port", "brand xen: must be -1 (off), 0 (auto) or 5900 + display number"))
+        for i, disk in enumerate(config.get("disks") or []):
+            path = disk.get("path") or ""
+            if any(c in path for c in ",'\"="):
+                errs.append((f"disks.{i}.path", "brand xen: a disk path must not contain , ' \" or ="))
+        return errs
+
+    # -- rendering -------------------------------------------------------------------
+    def cfg_path(self, dom: Domain) -> Path:
+        return Path(dom.data_dir) / self.cfg_name
+
+    def _disk_lines(self, dom: Domain) -> list[str]:
+        from .. import cloudinit, disks
+
+        cfg = dom.config
+        mode = cfg.get("virt_mode", "pvh")
+        entries = []
+        letter = 0
+        for use in disks.plan(dom):
+            model = use.disk.get("model", "virtio")
+            prefix = {"ide": "hd", "scsi": "sd"}.get(model, "xvd") if mode in ("hvm", "fml") else "xvd"
+            vdev = prefix + chr(ord("a") + letter)
+            letter += 1
+            access = "ro" if use.readonly else "rw"
+            if use.media == "cdrom":
+                entries.append(_sq(f"format={use.format}, vdev={vdev}, access=ro, devtype=cdrom, target={use.path}"))
+            else:
+                entries.append(_sq(f"{use.path},{use.format},{vdev},{access}"))
+        if cloudinit.wanted(cfg):
+            # EVE master: the NoCloud seed as read-only xvdz
+            entries.append(_sq(f"{cloudinit.iso_path(dom)},raw,xvdz,ro"))
+        return entries
+
+    def _vif_entries(self, dom: Domain) -> list[str]:
+        cfg = dom.config
+        mode = cfg.get("virt_mode", "pvh")
+        entries = []
+        for nic in cfg.get("nics") or []:
+            parts = []
+            if nic.get("bridge"):
+                parts.append(f"bridge={nic['bridge']}")
+            if nic.get("vif"):
+                parts.append(f"vifname={nic['vif']}")
+            parts.append(f"mac={nic['mac']}")
+            parts.append("type=ioemu" if mode == "fml" else "type=vif")
+            model = nic.get("model", "virtio")
+            if mode in ("hvm", "fml") and model not in ("virtio", None):
+                parts.append(f"model={model}")
+            if nic.get("mtu"):
+                parts.append(f"mtu={nic['mtu']}")
+            entries.append(_sq(",".join(parts)))
+        return entries
+
+    def xl_type(self, dom: Domain) -> str:
+        mode = dom.config.get("virt_mode", "pvh")
+        return {"pv": "pv", "pvh": "pvh", "hvm": "hvm", "fml": "hvm"}.get(mode, "pvh")
+
+    def render_cfg(self, dom: Domain) -> str:
+        """The xl cfg, in domainmgr's field order (configToXencfg, 2020)."""
+        cfg = dom.config
+        mode = cfg.get("virt_mode", "pvh")
+        hvm = mode in ("hvm", "fml")
+        lines = ["# This file is automatically generated by eveadm (after domainmgr's configToXencfg)",
+                 f"name = {_q(dom.name)}",
+                 f"type = {_q(self.xl_type(dom))}",
+                 f"uuid = {_q(dom.uuid)}"]
+        if mode == "fml":
+            lines += ['hdtype = "ahci"', "spoof_xen = 1", "pci_permissive = 1"]
+        kernel = cfg.get("kernel")
+        if mode == "pvh" and not kernel:
+            kernel = cfg.get("firmware") or self.ctx.setting("xen.pvh_firmware", "/usr/lib/xen/boot/ovmf-pvh.bin")
+        if kernel and mode != "fml":
+            lines.append(f"kernel = {_q(kernel)}")
+        if cfg.get("initrd") and mode != "fml":
+            lines.append(f"ramdisk = {_q(cfg['initrd'])}")
+        if hvm and cfg.get("firmware"):
+            fw = cfg["firmware"]
+            lines.append(f"bios = {_q('ovmf' if 'ovmf' in os.path.basename(fw).lower() else 'seabios')}")
+            lines.append(f"bios_path_override = {_q(fw)}")
+        port = cfg.get("vnc_port", -1)
+        listen = self.ctx.setting("xen.vnc_listen", "127.0.0.1")
+        if port is not None and port >= 0:
+            display = port - 5900 if port >= 5900 else None
+            if hvm:
+                lines += ["vnc = 1", f"vnclisten = {_q(listen)}", "usb = 1", 'usbdevice = ["tablet"]']
+                if display is not None:
+                    lines.append(f"vncdisplay = {display}")
+                if cfg.get("vnc_password"):
+                    lines.append(f"vncpasswd = {_q(cfg['vnc_password'])}")
+            else:
+                vfb = f"vnc=1,vnclisten={listen}"
+                if display is not None:
+                    vfb += f",vncdisplay={display}"
+                if cfg.get("vnc_password"):
+                    vfb += f",vncpasswd={cfg['vnc_password']}"
+                lines.append(f"vfb = [ {_sq(vfb)} ]")
+        else:
+            lines.append("vnc = 0")
+        lines.append(f"memory = {cfg.get('ram', 256)}")
+        if cfg.get("max_ram"):
+            lines.append(f"maxmem = {cfg['max_ram']}")
+        vcpus = cfg.get("vcpus", 1)
+        lines.append(f"vcpus = {vcpus}")
+        lines.append(f"maxvcpus = {vcpus}")
+        if cfg.get("cpus"):
+            lines.append(f"cpus = {_q(cfg['cpus'])}")
+        if mode in ("pv", "pvh"):
+            extra = f"console=hvc0 appuuid={dom.uuid}"
+            if cfg.get("cmdline"):
+                extra += " " + cfg["cmdline"]
+            lines.append(f"extra = {_q(extra)}")
+        elif cfg.get("cmdline") and kernel:
+            lines.append(f"extra = {_q(cfg['cmdline'])}")
+        if hvm:
+            lines.append('boot = "dc"')
+        disks = self._disk_lines(dom)
+        if disks:
+            lines.append(f"disk = [ {', '.join(disks)} ]")
+        vifs = self._vif_entries(dom)
+        if vifs:
+            lines.append(f"vif = [ {', '.join(vifs)} ]")
+        pcis = [_sq(p["address"]) for p in cfg.get("pci_devices") or []]
+        if pcis:
+            lines.append(f"pci = [ {', '.join(pcis)} ]")
+        if hvm:
+            lines.append("serial = [ 'pty' ]")
+        lines += ['on_poweroff = "destroy"', 'on_reboot = "restart"', 'on_crash = "destroy"']
+        return "\n".join(lines) + "\n"
+
+    def render(self, dom: Domain) -> str:
+        return self.render_cfg(dom)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def prepare(self, dom: Domain) -> None:
+        from .. import cloudinit, disks
+
+        Path(dom.data_dir).mkdir(parents=True, exist_ok=True)
+        disks.prepare(self.ctx, dom)
+        if cloudinit.wanted(dom.config):
+            cloudinit.build(self.ctx, dom)
+        path = self.cfg_path(dom)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.render_cfg(dom))
+        os.replace(tmp, path)
+        dom.backend["cfg"] = str(path)
+        dom.backend["name"] = dom.name
+        self._assign_pci(dom)
+
+    def _assign_pci(self, dom: Domain) -> None:
+        """Put the domain's PCI devices into pciback (those not there yet); remember which we added."""
+        wanted = [p["address"] for p in dom.config.get("pci_devices") or []]
+        if not wanted:
+            return
+        assignable = set(self.pci_list())
+        added = list(dom.backend.get("pci_added", []))
+        for addr in wanted:
+            if addr in assignable:
+                continue
+            self.pci_assignable_add(addr)
+            if addr not in added:
+                added.append(addr)
+            dom.backend["pci_added"] = added
+
+    def create_paused(self, dom: Domain) -> None:
+        cfg = dom.backend.get("cfg") or str(self.cfg_path(dom))
+        self._xl(["create", cfg, "-p"], timeout=300, what=f"xl create {cfg} -p")
+        dom.backend["domid"] = self._domid(dom)
+        dom.backend["name"] = dom.name
+
+    def _domid(self, dom: Domain) -> int:
+        name = self.xen_name(dom)
+        proc = self._xl(["domid", name], what=f"xl domid {name}")
+        try:
+            return int(self._text(proc).strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise BackendError(f"xl domid {name} printed {self._text(proc).strip()!r}, not a domain id") from None
+
+    def disable_vif_offload(self, dom: Domain, domid: int) -> list[str]:
+        """domainmgr xlDisableVifOffload: 10 xenstore writes per VIF; failures are reported, not fatal
+        (as domainmgr: the guest still runs, only with offloads on)."""
+        failed = []
+        for key in offload_keys(domid, len(dom.config.get("nics") or [])):
+            proc = self.ctx.run([self.xenstore, "write", key, "0"], check=False, install_hint=XENSTORE_HINT)
+            if proc.returncode != 0:
+                failed.append(key)
+        if failed:
+            dom.backend["offload_failed"] = failed
+        else:
+            dom.backend.pop("offload_failed", None)
+        return failed
+
+    def unpause(self, dom: Domain) -> None:
+        domid = dom.backend.get("domid")
+        if domid is None:
+            domid = dom.backend["domid"] = self._domid(dom)
+        self.disable_vif_offload(dom, domid)
+        name = self.xen_name(dom)
+        self._xl(["unpause", name], what=f"xl unpause {name}")
+
+    def shutdown(self, dom: Domain, force: bool = False) -> None:
+        name = self.xen_name(dom)
+        args = ["shutdown", "-F", name] if force else ["shutdown", name]
+        proc = self._xl(args, check=False)
+        if proc.returncode != 0:
+            text = (proc.stderr or b"").decode(errors="replace") + self._text(proc)
+            if _gone_text(text):
+                return  # already gone: nothing to ask
+            raise BackendError(self._failure(args, proc.returncode, text, "xl " + " ".join(args)))
+
+    def destroy(self, dom: Domain) -> None:
+        name = self.xen_name(dom)
+        proc = self._xl(["destroy", name], check=False)
+        if proc.returncode != 0:
+            text = (proc.stderr or b"").decode(errors="replace") + self._text(proc)
+            if _gone_text(text):
+                return
+            raise BackendError(self._failure(["destroy"], proc.returncode, text, f"xl destroy {name}"))
+
+    def _xl_list(self) -> dict[str, dict]:
+        return parse_xl_list(self._text(self._xl(["list"], what="xl list")))
+
+    def status(self, doms: Iterable[Domain]) -> dict[str, Status]:
+        doms = list(doms)
+        if not doms:
+            return {}
+        listing = self._xl_list()
+        return {dom.uuid: self._status_one(dom, listing.get(self.xen_name(dom))) for dom in doms}
+
+    def _status_one(self, dom: Domain, row: dict | None) -> Status:
+        if row is None:
+            return self._vanished(dom)
+        domid = row["domid"]
+        state = state_of(row["flags"])
+        detail = {"name": self.xen_name(dom), "xl_state": row["flags"], "memory_mib": row["mem"],
+                  "vcpus": row["vcpus"]}
+        if state == CRASHED:
+            return Status(CRASHED, domain_id=domid, error="the guest crashed (xl state c)", detail=detail)
+        if state == SHUTDOWN:
+            return Status(SHUTDOWN, domain_id=domid, detail=detail)
+        if self.has_device_model(dom) and not device_model_pids(domid):
+            return Status(CRASHED, domain_id=domid, error=QEMU_CRASHED, detail=detail)
+        return Status(state, domain_id=domid, detail=detail)
+
+    def has_device_model(self, dom: Domain) -> bool:
+        """domainmgr: hasQemu = HVM || FML || container."""
+        return dom.config.get("virt_mode") in ("hvm", "fml")
+
+    def _vanished(self, dom: Domain) -> Status:
+        """Not in `xl list`: tell a poweroff / crash from a destroy using xl's log of that domid."""
+        domid = dom.backend.get("domid")
+        if domid is None:
+            return Status(ABSENT)
+        try:
+            text = (self.log_dir / f"xl-{self.xen_name(dom)}.log").read_text(errors="replace")
+        except OSError:
+            return Status(ABSENT)
+        how = last_shutdown(text, domid)
+        if how is None:
+            return Status(ABSENT)
+        if how[0] == "destroyed":
+            return Status(ABSENT, error=f"destroyed outside eveadm (xl: domain {domid} has been destroyed)")
+        reason = how[1]
+        name = SHUTDOWN_REASONS.get(reason, str(reason))
+        if name in ("crash", "watchdog"):
+            return Status(CRASHED, error=f"the guest {'crashed' if name == 'crash' else 'was reset by its watchdog'}"
+                                         f" (xl: domain {domid} shut down, reason {name})")
+        return Status(SHUTDOWN, detail={"shutdown_reason": name})
+
+    def release(self, dom: Domain, *, delete: bool = False) -> list[str]:
+        from .. import disks
+
+        removed = []
+        errors = []
+        for addr in list(dom.backend.get("pci_added", [])):
+            try:
+                self.pci_assignable_remove(addr)
+            except BackendError as exc:
+                errors.append(str(exc))
+                continue
+            dom.backend["pci_added"].remove(addr)
+        removed += disks.release(dom, delete=delete)
+        dom.backend.pop("domid", None)
+        if delete:
+            for p in (self.cfg_path(dom), Path(dom.data_dir) / "cidata.iso"):
+                if p.exists():
+                    p.unlink()
+                    removed.append(str(p))
+            dom.backend.pop("cfg", None)
+        if errors:
+            raise BackendError("; ".join(errors))
+        return removed
+
+    # -- optional ------------------------------------------------------------------------
+    def console(self, dom: Domain) -> int:
+        argv = [self.xl, "console", self.xen_name(dom)]
+        proc = self.ctx.run(argv, check=False, timeout=None, stdin=None, stdout=None, stderr=None,
+                            install_hint=XL_HINT)
+        return proc.returncode
+
+    def console_log(self, dom: Domain) -> Path | None:
+        path = self.log_dir / "console" / f"guest-{self.xen_name(dom)}.log"
+        return path if path.exists() else None
+
+    def info(self, dom: Domain) -> dict:
+        proc = self._xl(["list", "-l", self.xen_name(dom)], check=False)
+        out = {"name": self.xen_name(dom), "domid": dom.backend.get("domid"), "cfg": dom.backend.get("cfg")}
+        if proc.returncode == 0:
+            try:
+                data = json.loads(self._text(proc))
+                out["xl"] = data[0] if isinstance(data, list) and data else data
+            except ValueError:
+                out["xl"] = self._text(proc)
+        if dom.backend.get("offload_failed"):
+            out["offload_failed"] = dom.backend["offload_failed"]
+        return out
+
+    def host_info(self) -> dict:
+        try:
+            proc = self._xl(["info"], check=False)
+        except BackendError as exc:
+            return {"available": False, "error": str(exc)}
+        facts = {}
+        for line in self._text(proc).splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() in ("xen_version", "xen_major", "xen_minor", "total_memory", "free_memory",
+                                        "nr_cpus", "virt_caps", "xen_scheduler", "release"):
+                facts[key.strip()] = value.strip()
+        facts["available"] = proc.returncode == 0
+        return facts
+
+    # -- PCI ---------------------------------------------------------------------------------
+    def pci_list(self) -> list[str]:
+        proc = self._xl(["pci-assignable-list"], what="xl pci-assignable-list")
+        return [ln.split()[0] for ln in self._text(proc).splitlines() if ln.strip()]
+
+    def pci_assignable_add(self, address: str) -> None:
+        self._xl(["pci-assignable-add", address], what=f"xl pci-assignable-add {address}")
+
+    def pci_assignable_remove(self, address: str) -> None:
+        self._xl(["pci-assignable-rem", "-r", address], what=f"xl pci-assignable-rem -r {address}")
