@@ -10,8 +10,9 @@
                    system_powerdown and waits until QEMU exits (the hand QEMU runs
                    without -no-shutdown, so it exits by itself on poweroff).
 
-Pairs are interleaved (eveadm, hand, eveadm, hand...); the ratio printed is the
-median of the per-pair ratios. Targets: create-to-ready <= 1.15x, stop <= 1.2x.
+Pairs are interleaved, and the side that goes first alternates from pair to pair
+(eveadm-hand, hand-eveadm, ...), because the first run of a pair is slower; the
+ratio printed is the median of the per-pair ratios. Targets: create-to-ready <= 1.15x, stop <= 1.2x.
 
 usage: python3 bench/boot.py [--pairs N] [--guest DIR] [--json]
 """
@@ -89,6 +90,27 @@ def wait_for(path: Path, marker: bytes, timeout: float = 120) -> float:
     raise SystemExit(f"{marker!r} never appeared in {path}")
 
 
+def our_qemus() -> list[int]:
+    """QEMU processes started by this benchmark (their paths are under /tmp/evb-*)."""
+    pids = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmd = fh.read()
+        except OSError:
+            continue
+        if cmd.startswith(b"qemu-system") and b"/evb-" in cmd:
+            pids.append(int(pid))
+    return pids
+
+
+def settle(timeout: float = 30) -> None:
+    """Before a measured run: wait until no QEMU of an earlier run is still exiting."""
+    deadline = time.perf_counter() + timeout
+    while our_qemus() and time.perf_counter() < deadline:
+        time.sleep(0.01)
+
+
 def payload(guest: Path, uuid: str) -> dict:
     return {"uuid": uuid, "brand": "kvm", "kernel": str(guest / "vmlinuz"),
             "initrd": str(guest / "initramfs.cpio.gz"), "cmdline": "console=ttyS0 quiet panic=-1"}
@@ -97,6 +119,7 @@ def payload(guest: Path, uuid: str) -> dict:
 def run_eveadm(root: Path, guest: Path) -> tuple[float, float, str]:
     uuid = str(_uuid.uuid4())
     log = root / "domains" / uuid / "serial.log"
+    settle()
     t0 = time.perf_counter()
     create = subprocess.Popen([sys.executable, "-m", "eveadm", "--root", str(root), "create"],
                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env())
@@ -126,6 +149,7 @@ def run_hand(root: Path, guest: Path) -> tuple[float, float]:
     dom.data_dir.mkdir(parents=True)
     dom.run_dir.mkdir(parents=True, mode=0o700)
     log = dom.data_dir / "serial.log"
+    settle()
     t0 = time.perf_counter()
     qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -154,13 +178,23 @@ def main() -> int:
         ap.error("--pairs must be >= 1")
     subprocess.run(["sh", str(REPO / "scripts" / "build-guest.sh"), str(args.guest)], check=True,
                    stdout=subprocess.DEVNULL)
+    # byte-compile first: with PYTHONDONTWRITEBYTECODE set, every eveadm run would compile from source
+    import compileall
+
+    compileall.compile_dir(str(REPO / "src"), quiet=1)
     root = Path(tempfile.mkdtemp(prefix="evb-", dir="/tmp"))  # short: unix socket paths
     rows = []
     accel = "?"
     try:
         for i in range(args.pairs):
-            e_ready, e_stop, accel = run_eveadm(root, args.guest)
-            h_ready, h_stop = run_hand(root, args.guest)
+            # alternate which side goes first: the first run of a pair is measurably slower
+            # (the previous pair's QEMU is still being torn down), so a fixed order would bias it
+            if i % 2 == 0:
+                e_ready, e_stop, accel = run_eveadm(root, args.guest)
+                h_ready, h_stop = run_hand(root, args.guest)
+            else:
+                h_ready, h_stop = run_hand(root, args.guest)
+                e_ready, e_stop, accel = run_eveadm(root, args.guest)
             rows.append((e_ready, h_ready, e_stop, h_stop))
             if not args.json:
                 print(f"pair {i + 1}: create-to-ready eveadm {e_ready:.3f}s hand {h_ready:.3f}s | "
