@@ -49,7 +49,7 @@ run list
 
 step "console output"
 wait_for_log "$VM" EVEADM-GUEST-READY 120
-run info "$VM" --log 5
+run info "$VM" --log 40
 wait_for_log "$CT" "hello from the container" 30
 run info "$CT" --log 5
 
