@@ -71,11 +71,10 @@ class XenVM:
         self.proc = subprocess.Popen(self.qemu_argv(), stdin=subprocess.DEVNULL,
                                      stdout=open(self.workdir / "qemu.out", "wb"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 10
-        while not self.sock.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("qemu did not start: " + (self.workdir / "qemu.out").read_text()[-500:])
-            time.sleep(0.01)
+        from eveadm.backends.base import wait_until
+
+        if not wait_until(lambda: self.sock.exists() or self.proc.poll() is not None, 10) or not self.sock.exists():
+            raise RuntimeError("qemu did not start: " + (self.workdir / "qemu.out").read_text()[-500:])
         self.s = socket.socket(socket.AF_UNIX)
         self.s.connect(str(self.sock))
         self.s.settimeout(0.2)
