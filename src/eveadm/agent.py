@@ -20,6 +20,7 @@ from .errors import EveadmError
 from .lifecycle import Engine
 
 MAX_BACKOFF = 300.0
+STABLE_AFTER = 60.0  # s running after a restart before the back-off starts from 1 s again
 
 
 class Agent:
@@ -28,7 +29,8 @@ class Agent:
         self.interval = interval
         self.boot_retry = boot_retry
         self.stopping = threading.Event()
-        self.backoff: dict[str, tuple[float, float]] = {}  # uuid -> (next attempt time, current delay)
+        # uuid -> (earliest next restart, delay after that one, time of the last restart)
+        self.backoff: dict[str, tuple[float, float, float]] = {}
         self.log = log or (lambda msg: print(f"eveadm agent: {msg}", file=sys.stderr, flush=True))
 
     def _start(self, rec, why: str) -> bool:
@@ -50,16 +52,22 @@ class Agent:
         now = time.time()
         for rec in self.engine.list():
             if rec.state != "failed" or not rec.config.get("autoboot"):
-                self.backoff.pop(rec.uuid, None)
+                # forget the back-off only once the domain has stayed up for a while
+                entry = self.backoff.get(rec.uuid)
+                if entry and (rec.state != "running" or now - entry[2] >= STABLE_AFTER):
+                    del self.backoff[rec.uuid]
                 continue
             if rec.runtime.get("boot_failed"):
                 if now - rec.runtime.get("failed_at", now) >= self.boot_retry:
                     self._start(rec, "boot_retry")
             elif rec.config.get("on_crash") == "restart":
-                due, delay = self.backoff.get(rec.uuid, (0.0, 1.0))
+                due, delay, _ = self.backoff.get(rec.uuid, (0.0, 1.0, now))
                 if now >= due:
                     ok = self._start(rec, "restart")
-                    self.backoff[rec.uuid] = (now + delay, 1.0 if ok else min(delay * 2, MAX_BACKOFF))
+                    # a domain that crashes again soon after a restart waits longer each time
+                    self.backoff[rec.uuid] = (now + delay, min(delay * 2, MAX_BACKOFF), now)
+                    if not ok:
+                        self.log(f"restart of {rec.uuid} failed; next try in {delay:g}s")
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):

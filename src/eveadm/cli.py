@@ -208,11 +208,16 @@ def read_payload(path: str | None, for_validate: bool = False):
             raise ValidationError(f"payload file {path} is not UTF-8 text") from None
         where = path
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:
         report = {"bad_properties": [], "bad_values": [{"property": "", "message": f"not valid JSON: {exc}"}],
                   "missing_properties": []}
         raise ValidationError(f"payload in {where} is not valid JSON: {exc}", report) from None
+
+
+def _reject_constant(name: str):
+    # NaN and Infinity are not JSON; Python would accept them and `get` would print invalid JSON
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def parse_assignments(items: list[str]) -> dict:
@@ -363,18 +368,19 @@ def cmd_lookup(args, node) -> None:
 
     if args.output and not args.json:
         raise UsageError("-o needs -j with lookup")
+    keys = args.output.split(",") if args.output else []
+    for key in keys:
+        listing.check_column(key, "output")
     objs = node.list(args.filters)
     if args.unique and len(objs) != 1:
         raise EveadmError(f"requested a unique lookup but found {len(objs)} domains")
     if args.json:
-        if args.output:
-            keys = args.output.split(",")
-            objs = [{k: o[k] for k in keys if k in o} for o in objs]
+        if keys:
+            objs = [{k: v for k in keys if (v := listing.value_at(o, k)) is not listing.MISSING} for o in objs]
             objs = [o for o in objs if o]
         out_json(objs)
     else:
         sys.stdout.write("".join(o["uuid"] + "\n" for o in objs))
-    del listing
 
 
 def cmd_validate(args, node) -> int:

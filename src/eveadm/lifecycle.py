@@ -141,7 +141,7 @@ class Engine:
         if report["bad_properties"]:
             parts.append("unknown properties: " + ", ".join(report["bad_properties"]))
         for bad in report["bad_values"]:
-            parts.append(f"{bad['property'] or 'payload'} {bad['message']}".strip())
+            parts.append(f"{bad['property'] or 'payload'} {bad['message']}")
         if report["missing_properties"]:
             parts.append("missing: " + ", ".join(report["missing_properties"]))
         raise ValidationError(f"invalid {what} payload: " + "; ".join(parts), report)
@@ -182,7 +182,8 @@ class Engine:
             if rec.state == "paused":
                 self._activate(rec, self.domain(rec))
             elif rec.state in INACTIVE:
-                rec.runtime.pop("pending_restart", None)
+                if rec.state == "failed" and self._present(rec):
+                    self._stop(rec, force=True, timeout=0)  # never two VMMs for one domain
                 self._transition(rec, "provisioning")
                 self._boot(rec, activate=True)
             else:  # booting/stopping/provisioning left by a killed command: the backend decides
@@ -193,6 +194,7 @@ class Engine:
         """Create paused (with retries), then activate unless asked to stay paused."""
         dom = self.domain(rec)
         backend = self.backend(rec.brand)
+        rec.runtime.pop("pending_restart", None)  # this boot uses the current config
         try:
             backend.check_available()
             dom.data_dir.mkdir(parents=True, exist_ok=True)
@@ -269,8 +271,9 @@ class Engine:
             return True
         if rec.state == "stopped":
             return False
+        # a status we cannot get counts as present: never drop or restart what might still run
         st = self._quietly(self.backend(rec.brand).status, [self.domain(rec)])
-        return bool(st) and not st[rec.uuid].gone
+        return not st or not st[rec.uuid].gone
 
     @staticmethod
     def _note_status(rec: Record, st: B.Status) -> None:
@@ -335,7 +338,9 @@ class Engine:
         (`failure` set: failed with that error; else stopped with `reason`)."""
         backend = self.backend(rec.brand)
         if st.state != B.ABSENT:  # e.g. QEMU idling in 'shutdown', an exited container's state
-            self._quietly(backend.destroy, dom)
+            err = self._try(backend.destroy, dom)
+            if err and not failure:
+                failure = f"ended, but destroying what remains failed: {err}"
         self._quietly(backend.release, dom)
         # the backend may know when it really ended (a container's monitor records it)
         rec.runtime.update(domain_id=None, pid=None, exit_timestamp=st.detail.get("exit_timestamp") or _now_iso())
@@ -450,9 +455,8 @@ class Engine:
     def _disagrees(rec: Record, st: B.Status) -> bool:
         if st.gone:
             return True
-        if rec.state == "provisioning" or rec.state == "stopping":
-            return True  # a command working on it holds the lock; one that died left this behind
-        return False
+        # states a command passes through while it holds the lock; seen unlocked, that command died
+        return rec.state in ("provisioning", "booting", "stopping")
 
     def _settle(self, rec: Record, st: B.Status) -> None:
         """Record a change the backend reported, unless a command is working on the domain now."""
@@ -461,6 +465,8 @@ class Engine:
                 fresh = self.store.get(rec.uuid)
                 if fresh is None:
                     return
+                if (fresh.state, fresh.modified) != (rec.state, rec.modified):
+                    st = None  # a command changed it since we asked the backend: ask again
                 rec.__init__(fresh.uuid, fresh.alias, fresh.brand, fresh.state, fresh.config, fresh.runtime,
                              fresh.backend, fresh.created, fresh.modified)
                 self._reconcile_locked(rec, st)
@@ -493,7 +499,11 @@ class Engine:
             else:
                 self._finish_gone(rec, dom, st, "", failure=st.error or f"domain vanished: {rec.brand} no longer "
                                                                         "knows it (destroyed outside eveadm?)")
-        elif rec.state in ("provisioning", "stopping"):
+        elif rec.state == "booting" and st.state == B.RUNNING:
+            # a start died after the unpause: it runs, so record that
+            self._note_status(rec, st)
+            self._transition(rec, "running", reason="found running after an interrupted start")
+        elif rec.state in ("provisioning", "booting", "stopping"):
             # a command died half-way and the domain still exists: say so; stop or delete cleans up
             rec.runtime["error"] = {"message": f"an eveadm command was interrupted while {rec.state}",
                                     "time": _now_iso()}
@@ -546,15 +556,18 @@ class Engine:
                 findings.append(f"{rec.uuid}: failed but still present in {rec.brand}")
                 if fix:
                     with self.lock(rec.uuid):
-                        self._stop(rec, force=True, timeout=0)
-        known = {r.uuid for r in recs}
-        for parent in (self.ctx.root / "domains", self.ctx.run_root):
-            if parent.is_dir():
-                for path in parent.iterdir():
-                    if schema.UUID_RE.match(path.name) and path.name not in known:
-                        findings.append(f"{path}: left over from a deleted domain")
-                        if fix:
-                            shutil.rmtree(path, ignore_errors=True)
+                        rec = self.load(rec.uuid)  # the agent or a user may have acted meanwhile
+                        self._reconcile_locked(rec)
+                        if rec.state == "failed" and self._present(rec):
+                            self._stop(rec, force=True, timeout=0)
+        dirs = [path for parent in (self.ctx.root / "domains", self.ctx.run_root) if parent.is_dir()
+                for path in parent.iterdir() if schema.UUID_RE.match(path.name)]
+        known = {uuid for uuid, _ in self.store.names()}  # read after listing: a create may be under way
+        for path in dirs:
+            if path.name not in known:
+                findings.append(f"{path}: left over from a deleted domain")
+                if fix:
+                    shutil.rmtree(path, ignore_errors=True)
         return findings
 
     def render(self, payload) -> str:

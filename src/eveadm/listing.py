@@ -55,6 +55,11 @@ def add_fake_fields(obj: dict) -> dict:
 def check_key(key: str, what: str) -> None:
     if key in LIST_FIELDS or _NESTED_RE.match(key):
         return
+    from .schema import PROPERTIES
+
+    if key in PROPERTIES and key not in ("disks", "nics", "pci_devices", "tags", "customer_metadata", "env",
+                                         "cloud_init", "cmd"):
+        return  # any scalar payload property (kernel, accel, workdir...)
     raise UsageError(f'invalid {what} key: "{key}"')
 
 
@@ -66,7 +71,7 @@ def check_column(key: str, what: str) -> None:
     check_key(key, what)
 
 
-_MISSING = object()
+MISSING = _MISSING = object()
 
 
 def values_at(obj, key: str) -> list:

@@ -170,6 +170,17 @@ NIC_FIELDS = {
 PCI_FIELDS = {"address": _str(PCI_RE, what="a PCI address DDDD:BB:DD.F (lowercase hex)")}
 
 
+def _cpus(v, path, errs):
+    n = len(errs)
+    _str(CPUS_RE, what="a CPU list like 0-1,3")(v, path, errs)
+    if len(errs) == n:
+        for part in v.split(","):
+            lo, _, hi = part.partition("-")
+            if hi and int(hi) < int(lo):
+                errs.append((path, f"range {part} goes backwards"))
+                break
+
+
 def _disk(v, path, errs):
     n = len(errs)
     _object(DISK_FIELDS)(v, path, errs)
@@ -211,7 +222,7 @@ PROPERTIES: dict[str, Prop] = {
     "vcpus": Prop(_int(1, 256), default=1),
     "ram": Prop(_int(16, 16 * 1024 * 1024), default=256),
     "max_ram": Prop(_int(16, 16 * 1024 * 1024)),
-    "cpus": Prop(_str(CPUS_RE, what="a CPU list like 0-1,3")),
+    "cpus": Prop(_cpus),
     "virt_mode": Prop(_enum("pv", "pvh", "hvm", "fml"), brands=VM_BRANDS, default=_default_virt_mode),
     "kernel": Prop(_existing_file, brands=VM_BRANDS),
     "initrd": Prop(_existing_file, brands=VM_BRANDS),
@@ -269,7 +280,7 @@ def _add_bad(report, errs):
 def check_create(payload) -> dict:
     report = empty_report()
     if not isinstance(payload, dict):
-        report["bad_values"].append({"property": "", "message": "payload must be a JSON object"})
+        report["bad_values"].append({"property": "", "message": "must be a JSON object"})
         return report
     brand = payload.get("brand")
     if "brand" not in payload:
@@ -290,26 +301,33 @@ def check_create(payload) -> dict:
         errs.append(("max_ram", f"must be at least ram ({ram})"))
     if brand == "kvm" and payload.get("virt_mode") in ("pv", "pvh"):
         errs.append(("virt_mode", "brand kvm supports hvm and fml"))
-    _check_disk_paths_unique(payload.get("disks"), errs)
+    _check_all_unique(payload, errs)
     _add_bad(report, errs)
     return report
 
 
-def _check_disk_paths_unique(disks, errs):
-    if not isinstance(disks, list):
+def _check_unique(items, key: str, prop: str, errs) -> None:
+    """Disks are matched by path, NICs by mac, PCI devices by address: each must appear once."""
+    if not isinstance(items, list):
         return
     seen = set()
-    for i, d in enumerate(disks):
-        if isinstance(d, dict) and isinstance(d.get("path"), str):
-            if d["path"] in seen:
-                errs.append((f"disks.{i}.path", f"{d['path']} is used twice"))
-            seen.add(d["path"])
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and isinstance(item.get(key), str):
+            if item[key] in seen:
+                errs.append((f"{prop}.{i}.{key}", f"{item[key]} is used twice"))
+            seen.add(item[key])
+
+
+def _check_all_unique(cfg: dict, errs) -> None:
+    _check_unique(cfg.get("disks"), "path", "disks", errs)
+    _check_unique(cfg.get("nics"), "mac", "nics", errs)
+    _check_unique(cfg.get("pci_devices"), "address", "pci_devices", errs)
 
 
 def check_update(payload, brand: str | None = None) -> dict:
     report = empty_report()
     if not isinstance(payload, dict):
-        report["bad_values"].append({"property": "", "message": "payload must be a JSON object"})
+        report["bad_values"].append({"property": "", "message": "must be a JSON object"})
         return report
     errs: list = []
     for key, value in payload.items():
@@ -405,7 +423,7 @@ def apply_update(config: dict, payload: dict) -> tuple[dict, list[str]]:
             new["disks"] = _remove_by(new.get("disks", []), value, "path", "disk")
     changed = sorted(k for k in set(new) | set(config) if new.get(k) != config.get(k))
     errs: list = []
-    _check_disk_paths_unique(new.get("disks"), errs)
+    _check_all_unique(new, errs)
     if errs:
         from .errors import ValidationError
 
