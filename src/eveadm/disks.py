@@ -61,6 +61,15 @@ def image_format(disk: dict) -> str:
     return "raw" if fmt == "iso" else fmt
 
 
+def _copy_name(source: str, fmt: str) -> str:
+    """Private copies are named after their source, not their position in the list: removing or
+    reordering disks must never hand one disk's kept data to another."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{os.path.abspath(source)}\0{fmt}".encode()).hexdigest()[:16]
+    return f"{Path(source).name[:40]}.{digest}"
+
+
 def plan(dom: Domain) -> list[DiskUse]:
     """The file each disk will use, without touching anything."""
     uses = []
@@ -73,9 +82,11 @@ def plan(dom: Domain) -> list[DiskUse]:
                 uses.append(DiskUse(i, USER, Path(path), fmt, Path(path), disk))
             elif disk["preserve"]:
                 ext = "qcow2" if fmt == "qcow2" else "img"
-                uses.append(DiskUse(i, PRESERVED, disk_dir(dom) / f"disk{i}.preserved.{ext}", fmt, Path(path), disk))
+                name = f"{_copy_name(path, fmt)}.preserved.{ext}"
+                uses.append(DiskUse(i, PRESERVED, disk_dir(dom) / name, fmt, Path(path), disk))
             else:
-                uses.append(DiskUse(i, FRESH, disk_dir(dom) / f"disk{i}.fresh.qcow2", "qcow2", Path(path), disk))
+                name = f"{_copy_name(path, fmt)}.fresh.qcow2"
+                uses.append(DiskUse(i, FRESH, disk_dir(dom) / name, "qcow2", Path(path), disk))
         elif size is not None and not path:
             ext = "qcow2" if fmt == "qcow2" else "img"
             uses.append(DiskUse(i, BLANK, disk_dir(dom) / f"disk{i}.{ext}", fmt, None, disk))
@@ -123,7 +134,7 @@ def prepare(ctx: BackendContext, dom: Domain) -> list[DiskUse]:
             _qemu_img(ctx, ["create", "-q", "-f", "qcow2", "-b", str(use.source.resolve()),
                             "-F", image_format(use.disk), str(use.path)])
         elif use.kind == PRESERVED:
-            if not use.path.exists():
+            if not use.path.exists():  # under data_dir: eveadm's own directory
                 _need_source(use)
                 tmp = use.path.with_name(use.path.name + ".part")
                 tmp.unlink(missing_ok=True)
@@ -134,11 +145,7 @@ def prepare(ctx: BackendContext, dom: Domain) -> list[DiskUse]:
             if not use.path.exists():
                 if use.kind == BLANK_AT and not use.path.parent.is_dir():
                     raise BackendError(f"disks.{use.index}: directory {use.path.parent} does not exist")
-                tmp = use.path.with_name(use.path.name + ".part")
-                tmp.unlink(missing_ok=True)
-                _qemu_img(ctx, ["create", "-q", "-f", use.format, str(tmp), f"{int(use.disk['size'])}M"])
-                os.replace(tmp, use.path)
-                if use.kind == BLANK_AT:
+                if _create_blank(ctx, use) and use.kind == BLANK_AT:
                     owned.add(str(use.path))
     dom.backend["disks_owned"] = sorted(owned)
     dom.backend["disks"] = [
@@ -147,6 +154,26 @@ def prepare(ctx: BackendContext, dom: Domain) -> list[DiskUse]:
         for u in uses
     ]
     return uses
+
+
+def _create_blank(ctx: BackendContext, use: DiskUse) -> bool:
+    """Create a blank image at use.path without ever replacing a file that is there (it may be a
+    user's, appearing meanwhile). Returns whether eveadm created it."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{use.path.name}.", suffix=".part", dir=use.path.parent)
+    os.close(fd)
+    try:
+        _qemu_img(ctx, ["create", "-q", "-f", use.format, tmp, f"{int(use.disk['size'])}M"])
+        try:
+            os.link(tmp, use.path)  # fails if the path exists: then it is not ours
+            return True
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise BackendError(f"disks.{use.index}: cannot create {use.path}: {exc.strerror}") from None
+    finally:
+        os.unlink(tmp)
 
 
 def _need_source(use: DiskUse) -> None:

@@ -200,10 +200,13 @@ class Engine:
             dom.data_dir.mkdir(parents=True, exist_ok=True)
             dom.run_dir.mkdir(parents=True, exist_ok=True)
             backend.prepare(dom)
-        except EveadmError as exc:
+        except (EveadmError, OSError) as exc:
+            if isinstance(exc, OSError):  # a file the backend had to write: name it, in one line
+                exc = BackendError(f"domain {rec.uuid}: {exc.strerror or exc}" +
+                                   (f": {exc.filename}" if exc.filename else ""))
             self.store.save(rec)  # keep whatever the backend noted about files it made
             self._fail(rec, f"prepare failed: {exc}", boot_failed=True)
-            raise
+            raise exc from None
         tries = int(self._num("create_tries", 3))
         delay = self._num("create_retry_delay", 5)
         attempt = 0
@@ -314,8 +317,11 @@ class Engine:
         if running and not force and budget > 0:
             err = self._try(backend.shutdown, dom, False)
             self._event(rec, "stop.graceful_sent", timeout=budget, **({"error": err} if err else {}))
-            self._say(f"asked {rec.uuid} to shut down; waiting up to {budget:g}s")
-            gone = backend.wait_gone(dom, budget)
+            if err:  # the request itself was refused (e.g. no PV drivers): nothing to wait for
+                self._say(f"graceful shutdown of {rec.uuid} refused ({err}); forcing")
+            else:
+                self._say(f"asked {rec.uuid} to shut down; waiting up to {budget:g}s")
+                gone = backend.wait_gone(dom, budget)
         if running and not gone:
             err = self._try(backend.shutdown, dom, True)
             self._event(rec, "stop.forced", timeout=force_budget, **({"error": err} if err else {}))

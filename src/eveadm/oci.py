@@ -306,7 +306,10 @@ def make_probe_rootfs(rootfs: str) -> None:
         if os.path.lexists(inner) or not os.path.lexists(host):
             continue
         if os.path.islink(host):
-            os.symlink(os.readlink(host), inner)
+            try:
+                os.symlink(os.readlink(host), inner)
+            except FileExistsError:  # a concurrent first probe made it
+                pass
         elif os.path.isdir(host):
             os.makedirs(inner, exist_ok=True)
 
@@ -626,6 +629,19 @@ def _reap(cpid: int) -> int | None:
     return None
 
 
+def _to_client(client, data: bytes):
+    """Send to the attached console client without blocking; a client too slow to keep up loses
+    output (the log keeps all of it); one that is gone is dropped. Returns the client or None."""
+    try:
+        client.send(data)
+    except BlockingIOError:
+        pass
+    except OSError:
+        client.close()
+        return None
+    return client
+
+
 def _serve_console(master: int, logfd: int, sock_path: str, cpid: int) -> int | None:
     """Copy the pty master to the log and to one attached client; forward client input; until exit."""
     import select
@@ -657,12 +673,13 @@ def _serve_console(master: int, logfd: int, sock_path: str, cpid: int) -> int | 
                     while data := os.read(master, 65536):
                         os.write(logfd, data)
                         if client:
-                            client.sendall(data)
+                            client = _to_client(client, data)
                 except OSError:
                     pass
                 break
         if server in ready:
             conn, _ = server.accept()
+            conn.setblocking(False)  # a client that stops reading must never stall the program
             if client:
                 client.close()
             client = conn
@@ -676,11 +693,7 @@ def _serve_console(master: int, logfd: int, sock_path: str, cpid: int) -> int | 
                 continue
             os.write(logfd, data)
             if client:
-                try:
-                    client.sendall(data)
-                except OSError:
-                    client.close()
-                    client = None
+                client = _to_client(client, data)
         if client and client in ready:
             try:
                 data = client.recv(4096)

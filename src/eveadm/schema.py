@@ -58,14 +58,14 @@ def _bool(v, path, errs):
         errs.append((path, "must be true or false"))
 
 
-def _str(regex=None, max_len=None, what="", allow_empty=False):
+def _str(regex=None, max_len=None, what="", allow_empty=False, multiline=False):
     def check(v, path, errs):
         if not isinstance(v, str):
             errs.append((path, "must be a string"))
         elif not v and not allow_empty:
             errs.append((path, "must not be empty"))
-        elif "\0" in v or "\n" in v and regex is not None:
-            errs.append((path, "must be a single line"))
+        elif "\0" in v or (not multiline and any(ord(c) < 32 for c in v)):
+            errs.append((path, "must be a single line without control characters"))
         elif max_len is not None and len(v) > max_len:
             errs.append((path, f"must be at most {max_len} characters"))
         elif regex is not None and not regex.match(v):
@@ -241,7 +241,8 @@ PROPERTIES: dict[str, Prop] = {
     "readonly_root": Prop(_bool, brands=("container",), default=False),
     "accel": Prop(_enum("auto", "kvm", "tcg"), brands=("kvm",), default="auto"),
     "machine": Prop(_enum("q35", "pc"), brands=("kvm",), default="q35"),
-    "cloud_init": Prop(_object({"user_data": _str(allow_empty=True), "meta_data": _str(allow_empty=True)})),
+    "cloud_init": Prop(_object({"user_data": _str(allow_empty=True, multiline=True),
+                                "meta_data": _str(allow_empty=True, multiline=True)})),
     "autoboot": Prop(_bool, update=LIVE, default=True),
     "stop_timeout": Prop(_int(0, 86400), update=LIVE, default=_default_stop_timeout),
     "on_crash": Prop(_enum("halt", "restart"), update=LIVE, default="halt"),

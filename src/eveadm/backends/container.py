@@ -64,6 +64,11 @@ OCI_NAMES = {PAUSED: "created", RUNNING: "running"}
 PROBE_RETRY_AFTER = 600  # s: a failed probe is redone after this (a success holds until reboot)
 
 
+def _overlay_escape(path) -> str:
+    """overlayfs splits its options at ',' and lowerdir at ':'; a backslash escapes them."""
+    return str(path).replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
+
+
 class Runtime:
     """One OCI runtime binary as used here (a plain class: dataclasses cost CLI start-up)."""
 
@@ -366,16 +371,25 @@ class ContainerBackend(Backend):
             shim += ["--console-recv", str(p["console_recv"]), "--console", str(p["console"])]
         if not os.path.ismount(p["rootfs"]):  # mounted by the shim (logged as `mount -t overlay ...`)
             lower = dom.backend.get("lower") or self._image(dom, unpack=True)[0]
-            shim += ["--overlay", f"lowerdir={lower},upperdir={p['upper']},workdir={p['work']}",
+            esc = _overlay_escape
+            shim += ["--overlay", f"lowerdir={esc(lower)},upperdir={esc(p['upper'])},workdir={esc(p['work'])}",
                      "--overlay-target", str(p["rootfs"])]
         if rt.wrap:  # crun on a hybrid-cgroup host: the shim unshares + unmounts in create's process
             shim += ["--hide-mount", oci.HYBRID_CGROUP2]
         shim += ["--", *rt.argv(*create, dom.uuid)]
         with open(p["shim_err"], "ab") as err:
+            # cwd /: the shim lives as long as the container and must not pin the caller's directory
             proc = subprocess.Popen(shim, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                                    start_new_session=True, close_fds=True)
+                                    start_new_session=True, close_fds=True, cwd="/")
         dom.backend["shim_pid"] = proc.pid
         reply = self._shim_reply(proc, p["shim_err"])
+        if reply.get("timeout"):
+            # the runtime hangs: end the shim and the runtime under it (its own process group)
+            try:
+                os.killpg(proc.pid, _signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
         if not reply.get("ok"):
             dom.backend["create_error"] = reply.get("error")
             raise BackendError(f"{rt.name} create {dom.uuid} failed: {reply.get('error')}")
@@ -393,7 +407,8 @@ class ContainerBackend(Backend):
             while not line.endswith(b"\n"):
                 left = deadline - time.monotonic()
                 if left <= 0 or not select.select([fd], [], [], left)[0]:
-                    return {"ok": False, "error": f"no answer from the runtime within {CREATE_TIMEOUT}s"}
+                    return {"ok": False, "timeout": True,
+                            "error": f"no answer from the runtime within {CREATE_TIMEOUT}s"}
                 chunk = os.read(fd, 4096)
                 if not chunk:
                     break

@@ -239,6 +239,9 @@ class KvmBackend(Backend):
             for key in ("initrd", "cmdline"):
                 if config.get(key):
                     problems.append((key, f"{key} needs kernel"))
+        port = config.get("vnc_port", -1)
+        if isinstance(port, int) and 0 < port < 5900:
+            problems.append(("vnc_port", "brand kvm: must be -1 (off), 0 (auto) or 5900 + display number"))
         if config.get("accel") == "kvm" and not os.path.exists("/dev/kvm"):
             problems.append(("accel", "accel kvm needs /dev/kvm"))
         if config.get("pci_devices"):
@@ -380,6 +383,13 @@ class KvmBackend(Backend):
         p = self._paths(dom)
         p["argv_file"].write_text(self.render(dom))
         dom.backend["argv_file"] = str(p["argv_file"])
+        # reserve the passthrough devices: bind each to vfio-pci, remembering which eveadm bound
+        added = dom.backend.setdefault("pci_added", [])
+        for dev in dom.config.get("pci_devices") or []:
+            addr = dev["address"]
+            if addr not in added and addr not in self.pci_list():
+                self.pci_assignable_add(addr)
+                added.append(addr)
 
     def create_paused(self, dom: Domain) -> Status:
         self.check_available()
@@ -635,6 +645,9 @@ class KvmBackend(Backend):
         except OSError:
             pass
         removed += disks.release(dom, delete=delete)
+        for addr in list(dom.backend.get("pci_added", [])):  # give devices eveadm bound back
+            self.pci_assignable_remove(addr)
+            dom.backend["pci_added"].remove(addr)
         if delete:
             for path in (p["argv_file"], p["serial_log"], p["qemu_log"], cloudinit.iso_path(dom)):
                 try:

@@ -34,7 +34,7 @@ from typing import Iterable
 
 from ..errors import BackendError, BackendUnavailable
 from .base import ABSENT, CRASHED, SHUTDOWN, Domain, Status
-from .xen import XenBackend
+from .xen import XenBackend, device_models
 
 RKT_HINT = "rkt (with stage1-xen) is retired upstream and not packaged by Debian; install it by hand"
 DEFAULT_STAGE1 = "/usr/sbin/stage1-xen.aci"
@@ -97,6 +97,8 @@ class RktBackend(XenBackend):
 
     def validate(self, config: dict) -> list[tuple[str, str]]:
         errs = []
+        if str(config.get("image", "")).startswith("-"):
+            errs.append(("image", "brand rkt: an image hash or path, not something rkt would read as an option"))
         for k, v in (config.get("env") or {}).items():
             if "\n" in str(v):
                 errs.append((f"env.{k}", "brand rkt: a value must be a single line"))
@@ -155,6 +157,9 @@ class RktBackend(XenBackend):
     def destroy(self, dom: Domain) -> None:
         pod = dom.backend.get("pod")
         if not pod:
+            # `rkt run` failed before writing the pod uuid: stage1 may still have made the paused domain
+            if dom.backend.get("domid") is not None or self.xen_name(dom) in self._xl_list():
+                XenBackend.destroy(self, dom)
             return
         proc = self._rkt(["rm", pod], check=False)
         if proc.returncode == 0 or self._pod_gone(proc):
@@ -187,16 +192,20 @@ class RktBackend(XenBackend):
         if not doms:
             return {}
         listing = self._xl_list()
+        models = device_models()
         out = {}
         for dom in doms:
             pod = dom.backend.get("pod")
             row = listing.get(self.xen_name(dom))
             if row is not None:
-                st = self._status_one(dom, row)
+                st = self._status_one(dom, row, models)
             elif not pod:
                 st = Status(ABSENT)
             else:
-                st = self._pod_status(pod)
+                try:
+                    st = self._pod_status(pod)
+                except BackendError as exc:  # one broken pod must not hide every other domain
+                    st = Status(CRASHED, error=f"rkt cannot tell the state of pod {pod}: {exc}")
             if pod:
                 st.detail["pod"] = pod
             out[dom.uuid] = st

@@ -82,14 +82,14 @@ def state_of(flags: str) -> str:
     return RUNNING
 
 
-def device_model_pids(domid: int, proc: str | Path = "/proc") -> list[int]:
-    """Pids whose argv holds `-xen-domid <domid>` as two whole arguments.
+def device_models(proc: str | Path = "/proc") -> dict[int, list[int]]:
+    """domid -> pids of the processes whose argv holds `-xen-domid <domid>` as two whole arguments.
 
     domainmgr's `pgrep -f "domid 1"` matched substrings, so a live device model of
-    domain 12 hid the death of domain 1's; comparing argv elements cannot.
+    domain 12 hid the death of domain 1's; comparing argv elements cannot. One scan
+    of /proc serves every domain of a status() call.
     """
-    want = str(domid)
-    found = []
+    found: dict[int, list[int]] = {}
     try:
         entries = os.listdir(proc)
     except OSError:
@@ -99,15 +99,18 @@ def device_model_pids(domid: int, proc: str | Path = "/proc") -> list[int]:
             continue
         try:
             with open(os.path.join(proc, entry, "cmdline"), "rb") as fh:
-                argv = fh.read().split(b"\0")
+                args = fh.read().split(b"\0")
         except OSError:
             continue
-        args = [a.decode(errors="replace") for a in argv]
         for i, arg in enumerate(args[:-1]):
-            if arg in ("-xen-domid", "--xen-domid") and args[i + 1] == want:
-                found.append(int(entry))
+            if arg in (b"-xen-domid", b"--xen-domid") and args[i + 1].isdigit():
+                found.setdefault(int(args[i + 1]), []).append(int(entry))
                 break
     return found
+
+
+def device_model_pids(domid: int, proc: str | Path = "/proc") -> list[int]:
+    return device_models(proc).get(int(domid), [])
 
 
 def last_shutdown(log_text: str, domid: int) -> tuple[str, int | None] | None:
@@ -261,6 +264,8 @@ class XenBackend(Backend):
         port = config.get("vnc_port", -1)
         if isinstance(port, int) and 0 < port < 5900:
             errs.append(("vnc_port", "brand xen: must be -1 (off), 0 (auto) or 5900 + display number"))
+        if any(c in str(config.get("vnc_password", "")) for c in ",'\"="):
+            errs.append(("vnc_password", "brand xen: must not contain , ' \" or = (xl splits the vfb spec there)"))
         for i, disk in enumerate(config.get("disks") or []):
             path = disk.get("path") or ""
             if any(c in path for c in ",'\"="):
@@ -486,9 +491,10 @@ class XenBackend(Backend):
         if not doms:
             return {}
         listing = self._xl_list()
-        return {dom.uuid: self._status_one(dom, listing.get(self.xen_name(dom))) for dom in doms}
+        models = device_models() if any(self.has_device_model(d) for d in doms) else {}
+        return {dom.uuid: self._status_one(dom, listing.get(self.xen_name(dom)), models) for dom in doms}
 
-    def _status_one(self, dom: Domain, row: dict | None) -> Status:
+    def _status_one(self, dom: Domain, row: dict | None, models: dict[int, list[int]]) -> Status:
         if row is None:
             return self._vanished(dom)
         domid = row["domid"]
@@ -499,7 +505,7 @@ class XenBackend(Backend):
             return Status(CRASHED, domain_id=domid, error="the guest crashed (xl state c)", detail=detail)
         if state == SHUTDOWN:
             return Status(SHUTDOWN, domain_id=domid, detail=detail)
-        if self.has_device_model(dom) and not device_model_pids(domid):
+        if self.has_device_model(dom) and not models.get(domid):
             return Status(CRASHED, domain_id=domid, error=QEMU_CRASHED, detail=detail)
         return Status(state, domain_id=domid, detail=detail)
 
@@ -523,6 +529,9 @@ class XenBackend(Backend):
             return Status(ABSENT, error=f"destroyed outside eveadm (xl: domain {domid} has been destroyed)")
         reason = how[1]
         name = SHUTDOWN_REASONS.get(reason, str(reason))
+        if name in ("reboot", "soft_reset"):
+            # xl destroys the old domain and creates the new one (on_reboot=restart): not gone
+            return Status(RUNNING, error=None, detail={"shutdown_reason": name, "rebooting": True})
         if name in ("crash", "watchdog"):
             return Status(CRASHED, error=f"the guest {'crashed' if name == 'crash' else 'was reset by its watchdog'}"
                                          f" (xl: domain {domid} shut down, reason {name})")

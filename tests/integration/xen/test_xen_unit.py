@@ -166,10 +166,10 @@ def test_device_model_match_is_exact(tmp_path):
 def test_hvm_without_device_model_is_qemu_crashed(tmp_path, monkeypatch):
     be = backend(tmp_path, monkeypatch)
     d = dom(tmp_path, virt_mode="hvm")
-    st = be._status_one(d, {"domid": 987654, "flags": "-b----", "mem": 256, "vcpus": 1})
+    st = be._status_one(d, {"domid": 987654, "flags": "-b----", "mem": 256, "vcpus": 1}, {})
     assert st.state == CRASHED and st.error == "qemu crashed - please restart application instance"
     pv = dom(tmp_path, virt_mode="pv", kernel="/k")
-    assert be._status_one(pv, {"domid": 987654, "flags": "-b----", "mem": 256, "vcpus": 1}).state == RUNNING
+    assert be._status_one(pv, {"domid": 987654, "flags": "-b----", "mem": 256, "vcpus": 1}, {}).state == RUNNING
 
 
 def test_explain_libxl_errors():
