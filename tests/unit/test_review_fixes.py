@@ -76,3 +76,14 @@ def test_duplicates_backward_ranges_and_nan_are_refused(cli):
     proc = cli("create", input='{"brand": "null", "tags": {"a": NaN}}')
     assert proc.returncode == 3 and "NaN is not a JSON value" in proc.stderr
     assert cli.ok("list", "-H").stdout == ""
+
+
+def test_control_characters_and_bad_vnc_ports_are_refused(cli, tmp_path):
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"k")
+    proc = cli("validate", "create", input=json.dumps({"brand": "kvm", "kernel": str(kernel), "cmdline": "a\nb"}))
+    assert proc.returncode == 3 and "cmdline" in proc.stdout and "control characters" in proc.stdout
+    proc = cli("validate", "create", input=json.dumps({"brand": "kvm", "kernel": str(kernel), "vnc_port": 5}))
+    assert proc.returncode == 3 and "5900 + display number" in proc.stdout
+    proc = cli("validate", "create", input=json.dumps({"brand": "rkt", "image": "--insecure"}))
+    assert proc.returncode == 3 and "read as an option" in proc.stdout

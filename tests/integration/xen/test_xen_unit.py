@@ -147,6 +147,16 @@ def test_vanished_domain_explained_by_xl_log(tmp_path, monkeypatch):
     (logs / f"xl-{U}.log").write_text("Domain 5 has been destroyed.\n")
     st = be._vanished(d)
     assert st.state == ABSENT and "destroyed outside eveadm" in st.error
+    # between the old and the new domain of a guest reboot (on_reboot=restart): not gone
+    (logs / f"xl-{U}.log").write_text("Domain 5 has shut down, reason code 1 0x0\n")
+    assert not be._vanished(d).gone
+
+
+def test_vnc_password_cannot_inject_vfb_options(tmp_path, monkeypatch):
+    be = backend(tmp_path, monkeypatch)
+    cfg = dom(tmp_path, virt_mode="pv", kernel="/k", vnc_port=0, vnc_password="a,vnc=0").config
+    assert ("vnc_password", "brand xen: must not contain , ' \" or = (xl splits the vfb spec there)") \
+        in be.validate(cfg)
 
 
 def test_device_model_match_is_exact(tmp_path):
