@@ -80,14 +80,8 @@ def _attach_tty(conn: socket.socket, in_fd: int, out_fd: int, stderr, name: str)
                 _write_all(out_fd, data)
             if in_fd in ready:
                 data = os.read(in_fd, 4096)
-                if not data:
+                if not data or _forward(conn, data):
                     return 0
-                if DETACH in data:
-                    head = data.split(DETACH, 1)[0]
-                    if head:
-                        conn.sendall(head)
-                    return 0
-                conn.sendall(data)
     finally:
         termios.tcsetattr(in_fd, termios.TCSADRAIN, saved)
         stderr.write("\r\nDetached\n")
@@ -112,12 +106,16 @@ def _pipe(conn: socket.socket, in_fd: int, out_fd: int) -> int:
                 eof = True
                 watch = [conn]
                 continue
-            if DETACH in data:
-                head = data.split(DETACH, 1)[0]
-                if head:
-                    conn.sendall(head)
+            if _forward(conn, data):
                 return 0
-            conn.sendall(data)
+
+
+def _forward(conn: socket.socket, data: bytes) -> bool:
+    """Send typed input to the console, up to Ctrl-]; return True when the user detached."""
+    head, detach, _ = data.partition(DETACH)
+    if head:
+        conn.sendall(head)
+    return bool(detach)
 
 
 def _closed(stderr) -> int:

@@ -140,7 +140,7 @@ def test_dead_device_model_is_qemu_crashed_with_exact_domid(rktsim):
     assert domid == 1
     dm = rktsim.xen()["domains"][dom.uuid]["dm_pid"]
     # a live device model of domain 12 must not hide the death of domain 1's
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-xen-domid", "12"])
+    other = subprocess.Popen([sys.executable, "-c", "import signal; signal.alarm(60); signal.pause()", "-xen-domid", "12"])
     try:
         assert wait_until(lambda: device_model_pids(12) == [other.pid], 5)
         assert device_model_pids(1) == [dm]

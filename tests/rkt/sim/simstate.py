@@ -40,7 +40,7 @@ def die(msg: str, rc: int) -> None:
 
 def start_device_model(domid: int) -> int:
     """A stand-in for the qemu that serves the pod's 9p rootfs: argv carries `-xen-domid N`."""
-    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(900)", "qemu-system-i386",
+    p = subprocess.Popen([sys.executable, "-c", "import signal; signal.alarm(900); signal.pause()", "qemu-system-i386",
                           "-xen-domid", str(domid), "-xen-attach", "-M", "xenpv"],
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
