@@ -76,14 +76,17 @@ def test_activate_writes_ten_offload_keys_per_vif_then_unpauses(rktsim):
     assert be.status([dom])[dom.uuid].state == RUNNING
 
 
-def test_stop_then_rm(rktsim):
+def running_pod(rktsim):
+    """A started pod without VIFs: (backend, domain, pod uuid, rkt data dir, commands so far)."""
     be, dom = make(rktsim, nics=0)
     be.prepare(dom)
     be.create_paused(dom)
     be.unpause(dom)
-    pod = dom.backend["pod"]
-    d = rktsim.root / "rkt"
-    n = len(rktsim.commands())
+    return be, dom, dom.backend["pod"], rktsim.root / "rkt", len(rktsim.commands())
+
+
+def test_stop_then_rm(rktsim):
+    be, dom, pod, d, n = running_pod(rktsim)
     be.shutdown(dom)
     st = be.status([dom])[dom.uuid]
     assert st.state == SHUTDOWN and st.exit_status == 0
@@ -100,13 +103,7 @@ def test_stop_then_rm(rktsim):
 
 
 def test_forced_stop_and_destroy_of_running_pod(rktsim):
-    be, dom = make(rktsim, nics=0)
-    be.prepare(dom)
-    be.create_paused(dom)
-    be.unpause(dom)
-    pod = dom.backend["pod"]
-    d = rktsim.root / "rkt"
-    n = len(rktsim.commands())
+    be, dom, pod, d, n = running_pod(rktsim)
     # rkt refuses to rm a running pod: destroy stops it by force first
     be.destroy(dom)
     assert rktsim.argvs()[n:] == [["rkt", f"--dir={d}", "rm", pod],
