@@ -87,3 +87,22 @@ def test_control_characters_and_bad_vnc_ports_are_refused(cli, tmp_path):
     assert proc.returncode == 3 and "5900 + display number" in proc.stdout
     proc = cli("validate", "create", input=json.dumps({"brand": "rkt", "image": "--insecure"}))
     assert proc.returncode == 3 and "read as an option" in proc.stdout
+
+
+def test_list_asks_each_backend_once_for_all_its_domains(tmp_path, monkeypatch):
+    from eveadm.backends.null import NullBackend as NB
+
+    node = eveadm.Node(root=tmp_path)
+    for _ in range(5):
+        node.create({"brand": "null"})
+    node.create({"brand": "null", "autoboot": False})  # stopped: nothing to ask
+    calls = []
+    real = NB.status
+    def counting(self, doms):
+        doms = list(doms)
+        calls.append(len(doms))
+        return real(self, doms)
+
+    monkeypatch.setattr(NB, "status", counting)
+    assert len(eveadm.Node(root=tmp_path).list()) == 6
+    assert calls == [5]
