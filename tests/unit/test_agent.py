@@ -34,3 +34,24 @@ def test_agent_boots_restarts_and_stops_cleanly(cli):
         agent.send_signal(signal.SIGTERM)
         rc = agent.wait(30)
     assert rc == 0 and "stopped" in agent.stderr.read()
+
+
+def test_restart_backoff_grows_while_a_domain_keeps_crashing(tmp_path, monkeypatch):
+    import eveadm
+    from eveadm import agent as agent_mod
+
+    node = eveadm.Node(root=tmp_path)
+    uuid = node.create({"brand": "null", "on_crash": "restart"})["uuid"]
+    sim = NullBackend(BackendContext(tmp_path))
+    clock = [1000.0]
+    monkeypatch.setattr(agent_mod.time, "time", lambda: clock[0])
+    ag = agent_mod.Agent(node.engine, interval=0, log=lambda msg: None)
+    restarts = []
+    for second in range(40):  # a guest that crashes again right after every restart
+        clock[0] = 1000.0 + second
+        sim.crash(uuid)
+        before = node.engine.store.last_event_id()
+        ag.tick()
+        if any(e["type"] == "agent.restart" for e in node.engine.store.events(before, uuid)):
+            restarts.append(second)
+    assert restarts[:6] == [0, 1, 3, 7, 15, 31]  # 1 s, 2 s, 4 s, 8 s, 16 s apart
