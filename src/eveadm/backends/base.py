@@ -212,16 +212,20 @@ class BackendContext:
             pass  # the audit log must never break an operation
 
 
-def command_error(argv: list[str], proc) -> str:
-    """One line: the command and the last meaningful line it printed."""
-    text = ""
+def last_output_line(proc) -> str:
+    """The last non-empty line a finished command printed: stderr first, else stdout."""
     for stream in (proc.stderr, proc.stdout):
         if stream:
             raw = stream.decode(errors="replace") if isinstance(stream, bytes) else stream
             lines = [ln.strip() for ln in raw.splitlines() if ln.strip()]
             if lines:
-                text = lines[-1]
-                break
+                return lines[-1]
+    return ""
+
+
+def command_error(argv: list[str], proc) -> str:
+    """One line: the command and the last meaningful line it printed."""
+    text = last_output_line(proc)
     prog = os.path.basename(argv[0])
     sub = " ".join(argv[1:3])
     return f"{prog} {sub} failed (exit {proc.returncode})" + (f": {text}" if text else "")

@@ -47,7 +47,7 @@ from typing import Iterable
 from .. import cloudinit, disks
 from ..errors import BackendError, BackendUnavailable, NotSupported
 from .base import (ABSENT, CRASHED, PAUSED, RUNNING, SHUTDOWN, Backend, BackendContext, Domain, Status,
-                   pid_alive, wait_until)
+                   last_output_line, pid_alive, wait_until)
 
 QEMU = "qemu-system-x86_64"
 QEMU_HINT = "apt-get install qemu-system-x86"
@@ -856,13 +856,7 @@ def _last_line(path: Path, since: float | None = None) -> str | None:
 
 
 def _qemu_failed(proc, qemu_log: Path) -> str:
-    text = ""
-    for stream in (proc.stderr, proc.stdout):
-        if stream:
-            lines = [ln.strip() for ln in stream.decode(errors="replace").splitlines() if ln.strip()]
-            if lines:
-                text = _untimestamped(lines[-1])
-                break
+    text = _untimestamped(last_output_line(proc))
     if not text:
         text = _last_line(qemu_log) or ""
     return f"{QEMU} failed to start (exit {proc.returncode})" + (f": {text}" if text else "")
