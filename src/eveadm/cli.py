@@ -346,16 +346,9 @@ def cmd_list(args, node) -> None:
     from . import listing
 
     columns = args.output.split(",") if args.output else listing.DEFAULT_COLUMNS
-    sort = args.sort.split(",") if args.sort else listing.DEFAULT_SORT
-    matchers = listing.parse_filters(args.filters)
     for col in columns:
         listing.check_column(col, "column")
-    for f in sort:
-        listing.check_column(f.lstrip("+-"), "sort")
-    from .lifecycle import to_dict
-
-    objs = [listing.add_fake_fields(to_dict(r)) for r in node.engine.list()]
-    objs = listing.sort_objects([o for o in objs if listing.matches(o, matchers)], sort)
+    objs = node.list(args.filters, args.sort.split(",") if args.sort else None)
     if args.json:
         out_json(objs)
         return

@@ -145,9 +145,7 @@ def _sort_key(value):
 
 
 def sort_objects(objs: list[dict], fields: list[str]) -> list[dict]:
-    for f in fields:
-        check_column(f.lstrip("+-"), "sort")
-    out = list(objs)
+    out = list(objs)  # fields are checked by the caller, before anything is read
     for f in reversed(fields):
         desc = f.startswith("-")
         name = f.lstrip("+-")

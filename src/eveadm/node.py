@@ -73,10 +73,14 @@ class Node:
         return to_dict(self.engine.get(uuid))
 
     def list(self, filters: list[str] | None = None, sort: list[str] | None = None) -> list[dict]:
+        """Domains as `get` shows them (plus `type`), filtered and sorted as `eveadm list` does."""
         matchers = listing.parse_filters(filters or [])
+        sort = sort or listing.DEFAULT_SORT
+        for field in sort:  # every key is checked before anything is read or reconciled
+            listing.check_column(field.lstrip("+-"), "sort")
         objs = [listing.add_fake_fields(to_dict(r)) for r in self.engine.list()]
         objs = [o for o in objs if listing.matches(o, matchers)]
-        return listing.sort_objects(objs, sort or listing.DEFAULT_SORT)
+        return listing.sort_objects(objs, sort)
 
     def lookup(self, filters: list[str] | None = None) -> list[str]:
         return [o["uuid"] for o in self.list(filters)]
