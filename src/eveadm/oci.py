@@ -337,37 +337,35 @@ def _short_unix_path(path: str, dirfd_holder: list) -> str:
     return f"/proc/self/fd/{dirfd}/{os.path.basename(path)}"
 
 
-def bind_unix(path: str):
-    """A listening AF_UNIX stream socket at `path`, however long (sun_path is 108 bytes)."""
+def _unix_socket(path: str, op: str):
+    """An AF_UNIX stream socket bound or connected to `path`, however long (sun_path holds 108 bytes:
+    longer paths go through /proc/self/fd)."""
     import socket
 
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    fds: list = []
+    try:
+        getattr(sock, op)(_short_unix_path(path, fds))
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return sock
+
+
+def bind_unix(path: str):
+    """A listening AF_UNIX stream socket at `path` (a stale socket file there is replaced)."""
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    fds: list = []
-    try:
-        sock.bind(_short_unix_path(path, fds))
-    finally:
-        for fd in fds:
-            os.close(fd)
+    sock = _unix_socket(path, "bind")
     sock.listen(2)
     return sock
 
 
 def connect_unix(path: str):
-    """A connected AF_UNIX stream socket; paths beyond sun_path's 108 bytes go through /proc/self/fd."""
-    import socket
-
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    fds: list = []
-    try:
-        sock.connect(_short_unix_path(path, fds))
-    finally:
-        for fd in fds:
-            os.close(fd)
-    return sock
+    """A connected AF_UNIX stream socket."""
+    return _unix_socket(path, "connect")
 
 
 def attach(sock_path: str, label: str) -> int:
