@@ -138,14 +138,15 @@ def run_eveadm(root: Path, guest: Path) -> tuple[float, float, str]:
 
 
 def run_hand(root: Path, guest: Path) -> tuple[float, float]:
-    from eveadm.backends.base import BackendContext, Domain
-    from eveadm.backends.kvm import KvmBackend
+    from eveadm.backends.base import Domain
+    from eveadm.backends.host import BackendContext
+    from eveadm.backends.kvm import argv as qemu_argv
 
     uuid = str(_uuid.uuid4())
     cfg = dict(payload(guest, uuid), vcpus=1, ram=256, disks=[], nics=[], pci_devices=[], vnc_port=-1,
                accel="auto", machine="q35")
     dom = Domain(uuid, cfg, {}, root / "hand" / uuid, root / "hrun" / uuid)
-    argv = [a for g in KvmBackend(BackendContext(root)).argv(dom) for a in g if a not in ("-S", "-no-shutdown")]
+    argv = [a for a in qemu_argv.flat(qemu_argv.groups(BackendContext(root), dom)) if a not in ("-S", "-no-shutdown")]
     dom.data_dir.mkdir(parents=True)
     dom.run_dir.mkdir(parents=True, mode=0o700)
     log = dom.data_dir / "serial.log"

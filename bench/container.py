@@ -7,6 +7,8 @@
    until the line is in its output file. Interleaved, median of --runs.
    Overhead = eveadm - by hand, compared with the interpreter's start-up
    (`python3 -c pass`) + 50 ms, the target.
+   Also the memory of each container's monitor (conmon): VmRSS and RssAnon
+   from /proc/PID/status, read while the container runs.
 2. Throughput: N containers created with P commands in parallel, eveadm against
    the runtime by hand.
 
@@ -78,6 +80,10 @@ class Bench:
 
     def eveadm_create(self, alias: str) -> tuple[float, float, str]:
         """(seconds until create returned, seconds until the line is in the log, uuid)."""
+        t_ret, t_ready, dom = self.eveadm_create_dom(alias)
+        return t_ret, t_ready, dom["uuid"]
+
+    def eveadm_create_dom(self, alias: str) -> tuple[float, float, dict]:
         t0 = time.perf_counter()
         proc = subprocess.run(self.eveadm + ["create", "-j"], input=self.payload(alias), env=self.env,
                               capture_output=True, text=True)
@@ -86,17 +92,50 @@ class Bench:
             raise SystemExit(f"bench: eveadm create failed: {proc.stderr.strip()}")
         dom = json.loads(proc.stdout)
         wait_for(Path(dom["backend"]["log"]), MARK)
-        return t_ret, time.perf_counter() - t0, dom["uuid"]
+        return t_ret, time.perf_counter() - t0, dom
 
     def eveadm_delete(self, uuid: str) -> None:
         proc = subprocess.run(self.eveadm + ["delete", uuid], env=self.env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"bench: eveadm delete {uuid} failed: {proc.stderr.strip()}")
 
+    # -- the backend alone (in this process: no CLI start-up, no engine) --------------
+    def backend_create(self, alias: str) -> tuple[float, object]:
+        """(seconds from prepare until the line is in the log, domain): the container backend's own part."""
+        import uuid as uuidlib
+
+        from eveadm.backends.base import Domain
+        from eveadm.backends.container import ContainerBackend
+        from eveadm.backends.host import BackendContext
+
+        root = self.tmp / "lib-root"
+        if not hasattr(self, "lib"):
+            self.lib = ContainerBackend(BackendContext(root))
+        uid = str(uuidlib.uuid4())
+        config = {"uuid": uid, "brand": "container", "alias": alias, "vcpus": 1, "ram": 64, "disks": [],
+                  "nics": [], "image": str(self.rootfs), "cmd": CMD, "env": {}, "terminal": False,
+                  "readonly_root": False, "cloud_init": {}}
+        dom = Domain(uid, config, {}, root / "domains" / uid, root / "run" / uid)
+        t0 = time.perf_counter()
+        self.lib.prepare(dom)
+        self.lib.create_paused(dom)
+        self.lib.unpause(dom)
+        deadline = time.monotonic() + 20
+        while MARK not in self.lib.console_log_text(dom):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"bench: {MARK!r} never appeared in {self.lib.console_log(dom)}")
+            time.sleep(0.001)  # measurement polling, 1 ms resolution
+        return time.perf_counter() - t0, dom
+
+    def backend_delete(self, dom) -> None:
+        self.lib.destroy(dom)
+        self.lib.wait_gone(dom, 10)
+        self.lib.release(dom, delete=True)
+
     # -- by hand -------------------------------------------------------------------
     def setup_hand(self) -> None:
         """A bundle with eveadm's own config.json, on an overlay of the same image (mounted once)."""
-        from eveadm.backends.base import BackendContext
+        from eveadm.backends.host import BackendContext
         from eveadm.backends.container import ContainerBackend
 
         rt = ContainerBackend(BackendContext(self.root)).runtime()
@@ -148,7 +187,8 @@ class Bench:
 
     # -- the two measurements ---------------------------------------------------------
     def ready(self) -> dict:
-        rows = {"interp": [], "ev_ret": [], "ev_ready": [], "hand_ret": [], "hand_ready": []}
+        rows = {"interp": [], "ev_ret": [], "ev_ready": [], "hand_ret": [], "hand_ready": [],
+                "rss": [], "anon": [], "lib_ready": []}
         # one warm-up each (runtime probe, page cache)
         _, _, u = self.eveadm_create("warm")
         self.eveadm_delete(u)
@@ -156,10 +196,16 @@ class Bench:
         self.hand_delete("warm")
         for i in range(self.args.runs):
             rows["interp"].append(self.interp())
-            r, t, u = self.eveadm_create(f"r{i}")
+            r, t, dom = self.eveadm_create_dom(f"r{i}")
             rows["ev_ret"].append(r)
             rows["ev_ready"].append(t)
-            self.eveadm_delete(u)
+            rss, anon = monitor_memory(dom)
+            rows["rss"].append(rss)
+            rows["anon"].append(anon)
+            self.eveadm_delete(dom["uuid"])
+            t, ldom = self.backend_create(f"lib{i}")
+            rows["lib_ready"].append(t)
+            self.backend_delete(ldom)
             r, t = self.hand_run(f"r{i}")
             rows["hand_ret"].append(r)
             rows["hand_ready"].append(t)
@@ -186,10 +232,27 @@ class Bench:
         return {"eveadm": ev, "hand": hand}
 
     def cleanup(self) -> None:
+        # domains a failed run left behind: their containers, conmons and overlay mounts outlive the run
+        proc = subprocess.run(self.eveadm + ["list", "-j"], env=self.env, capture_output=True, text=True)
+        for dom in json.loads(proc.stdout) if proc.returncode == 0 and proc.stdout.strip() else []:
+            subprocess.run(self.eveadm + ["delete", dom["uuid"]], env=self.env, capture_output=True)
         for cid in list(self.hand_ids):
             subprocess.run([self.rt.path, "--root", self.hand_root, "delete", "--force", cid], capture_output=True)
-        subprocess.run(["umount", "--lazy", str(self.bundle / "rootfs")], capture_output=True)
+        if hasattr(self, "bundle"):
+            subprocess.run(["umount", "--lazy", str(self.bundle / "rootfs")], capture_output=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def monitor_memory(dom: dict) -> tuple[float, float]:
+    """(VmRSS, RssAnon) in kB of the container's monitor (conmon), from /proc/PID/status."""
+    pid = dom["backend"].get("conmon_pid")
+    if not pid:
+        raise SystemExit("bench: the domain record names no conmon pid")
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return float(fields["VmRSS"].split()[0]), float(fields["RssAnon"].split()[0])
 
 
 def main() -> int:
@@ -205,17 +268,22 @@ def main() -> int:
         wrap = " (unshare workaround)" if b.rt.wrap else ""
         print(f"runtime: {b.rt.name}{wrap}; {args.runs} interleaved runs")
         m = b.ready()
-        med = {k: v[0] * 1000 for k, v in m.items()}
-        best = {k: v[1] * 1000 for k, v in m.items()}
+        med = {k: v[0] * 1000 for k, v in m.items() if k not in ("rss", "anon")}
+        best = {k: v[1] * 1000 for k, v in m.items() if k not in ("rss", "anon")}
         print(f"{'':40s}{'median':>9s}{'best':>9s}")
         for key, label in (("interp", "python3 -c pass"),
                            ("hand_ret", f"by hand: {b.rt.name} run --detach returns"),
                            ("hand_ready", "by hand: exec -> ready line"),
+                           ("lib_ready", "backend alone: prepare -> ready line"),
                            ("ev_ret", "eveadm create returns (running)"),
                            ("ev_ready", "eveadm: exec -> ready line")):
             print(f"  {label:38s}{med[key]:7.1f}ms{best[key]:7.1f}ms")
+        print(f"  monitor (conmon) per container: VmRSS {m['rss'][0]:.0f} kB, RssAnon {m['anon'][0]:.0f} kB "
+              "(median; the Python shim it replaced: VmRSS ~11900 kB, RssAnon ~5500 kB)")
         print(f"  {'ratio eveadm / by hand (ready)':38s}{med['ev_ready'] / med['hand_ready']:7.2f}x "
               f"{best['ev_ready'] / best['hand_ready']:7.2f}x")
+        print(f"  backend's own overhead (median): {med['lib_ready'] - med['hand_ready']:.1f} ms "
+              "(mount, conmon, a separate start; no interpreter, no engine)")
         for name, v in (("median", med), ("best", best)):
             over, target = v["ev_ready"] - v["hand_ready"], v["interp"] + 50
             print(f"  eveadm overhead ({name}): {over:.1f} ms; target < interpreter + 50 ms = {target:.1f} ms: "

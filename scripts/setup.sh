@@ -1,7 +1,7 @@
 #!/bin/bash
 # setup.sh [--tests] [--xen]: make this Debian machine ready to run eveadm (idempotent; run as root).
 #   - Debian packages: QEMU (software emulation works without KVM), qemu-img, genisoimage (cloud-init
-#     ISO), runc + crun, umoci (OCI image layouts)
+#     ISO), runc + crun, conmon (the per-container monitor), umoci (OCI image layouts)
 #   - a virtualenv at .venv with eveadm installed (editable) and, with --tests, pytest
 #   - the guest kernel + initramfs and the container root filesystem, built from Debian packages into
 #     $EVEADM_ARTIFACTS (default /var/cache/eveadm/artifacts); cached, so a rerun is quick
@@ -15,7 +15,7 @@ done
 export EVEADM_ARTIFACTS=${EVEADM_ARTIFACTS:-/var/cache/eveadm/artifacts}
 [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (apt-get, QEMU, OCI runtimes)" >&2; exit 1; }
 
-PKGS="qemu-system-x86 qemu-utils genisoimage runc crun umoci util-linux iproute2 procps"
+PKGS="qemu-system-x86 qemu-utils genisoimage runc crun conmon umoci util-linux iproute2 procps"
 missing=""
 for p in $PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"; done
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$missing python3-venv"

@@ -17,15 +17,14 @@ import threading
 import time
 
 from .errors import EveadmError
-from .lifecycle import Engine
 
 MAX_BACKOFF = 300.0
 STABLE_AFTER = 60.0  # s running after a restart before the back-off starts from 1 s again
 
 
 class Agent:
-    def __init__(self, engine: Engine, interval: float = 5.0, boot_retry: float = 600.0, log=None):
-        self.engine = engine
+    def __init__(self, node, interval: float = 5.0, boot_retry: float = 600.0, log=None):
+        self.node = node  # an eveadm.Node: the agent goes through the same door as the CLI
         self.interval = interval
         self.boot_retry = boot_retry
         self.stopping = threading.Event()
@@ -33,41 +32,42 @@ class Agent:
         self.backoff: dict[str, tuple[float, float, float]] = {}
         self.log = log or (lambda msg: print(f"eveadm agent: {msg}", file=sys.stderr, flush=True))
 
-    def _start(self, rec, why: str) -> bool:
-        self.engine.store.append_event(rec.uuid, rec.alias, f"agent.{why}", {"state": rec.state})
+    def _start(self, dom: dict, why: str) -> bool:
+        self.node.record_event(dom["uuid"], f"agent.{why}", {"state": dom["state"]})
         try:
-            self.engine.start(rec.uuid)
-            self.log(f"{why}: started {rec.uuid}")
+            self.node.start(dom["uuid"])
+            self.log(f"{why}: started {dom['uuid']}")
             return True
         except EveadmError as exc:
-            self.log(f"{why}: {rec.uuid}: {exc}")
+            self.log(f"{why}: {dom['uuid']}: {exc}")
             return False
 
     def boot_all(self) -> None:
-        for rec in self.engine.list():
-            if rec.config.get("autoboot") and rec.state in ("stopped", "failed", "paused"):
-                self._start(rec, "boot")
+        for dom in self.node.list():
+            if dom.get("autoboot") and dom["state"] in ("stopped", "failed", "paused"):
+                self._start(dom, "boot")
 
     def tick(self) -> None:
         now = time.time()
-        for rec in self.engine.list():
-            if rec.state != "failed" or not rec.config.get("autoboot"):
+        for dom in self.node.list():
+            uuid = dom["uuid"]
+            if dom["state"] != "failed" or not dom.get("autoboot"):
                 # forget the back-off only once the domain has stayed up for a while
-                entry = self.backoff.get(rec.uuid)
-                if entry and (rec.state != "running" or now - entry[2] >= STABLE_AFTER):
-                    del self.backoff[rec.uuid]
+                entry = self.backoff.get(uuid)
+                if entry and (dom["state"] != "running" or now - entry[2] >= STABLE_AFTER):
+                    del self.backoff[uuid]
                 continue
-            if rec.runtime.get("boot_failed"):
-                if now - rec.runtime.get("failed_at", now) >= self.boot_retry:
-                    self._start(rec, "boot_retry")
-            elif rec.config.get("on_crash") == "restart":
-                due, delay, _ = self.backoff.get(rec.uuid, (0.0, 1.0, now))
+            if dom.get("boot_failed"):
+                if now - _failed_at(dom, now) >= self.boot_retry:
+                    self._start(dom, "boot_retry")
+            elif dom.get("on_crash") == "restart":
+                due, delay, _ = self.backoff.get(uuid, (0.0, 1.0, now))
                 if now >= due:
-                    ok = self._start(rec, "restart")
+                    ok = self._start(dom, "restart")
                     # a domain that crashes again soon after a restart waits longer each time
-                    self.backoff[rec.uuid] = (now + delay, min(delay * 2, MAX_BACKOFF), now)
+                    self.backoff[uuid] = (now + delay, min(delay * 2, MAX_BACKOFF), now)
                     if not ok:
-                        self.log(f"restart of {rec.uuid} failed; next try in {delay:g}s")
+                        self.log(f"restart of {uuid} failed; next try in {delay:g}s")
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -82,3 +82,15 @@ class Agent:
             self.stopping.wait(self.interval)
         self.log("stopped")
         return 0
+
+
+def _failed_at(dom: dict, default: float) -> float:
+    """When the domain failed, from its error's ISO timestamp (UTC)."""
+    import calendar
+
+    stamp = (dom.get("error") or {}).get("time")
+    try:
+        whole, _, frac = stamp.rstrip("Z").partition(".")
+        return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + float("0." + (frac or "0"))
+    except (AttributeError, ValueError):
+        return default

@@ -1,66 +1,23 @@
 """The command line: argument parsing and output formatting only; everything else is eveadm.Node.
 
 Data goes to stdout, human messages to stderr, errors are one line
-`eveadm: ...` with the exit code of the error's class (eveadm.errors).
+`eveadm: ...` with the exit code of the error's class (eveadm.errors). Every
+result goes out through `emit`: strict JSON with -j, else the command's human
+form. Only the parser of the command being run is built (start-up time);
+`help` and shell completion build them all from the same table, so neither can
+drift from the parser.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 from .errors import EveadmError, UsageError, ValidationError
 
 PROG = "eveadm"
-
-EXAMPLES = {
-    "create": """examples:
-  eveadm create -f web.json              # create and boot (autoboot defaults to true)
-  eveadm create --paused -f web.json     # created in the backend, CPUs stopped until `start`
-  echo '{"brand":"null","alias":"t1"}' | eveadm create -j""",
-    "start": """examples:
-  eveadm start web1                      # from stopped/failed: create paused + activate
-  eveadm start 6f1c...-...               # from paused: activate (unpause)""",
-    "stop": """examples:
-  eveadm stop web1                       # graceful, then forced after stop_timeout, then destroy
-  eveadm stop web1 -t 5                  # graceful budget of 5 s
-  eveadm stop web1 -F                    # skip the graceful request""",
-    "reboot": "examples:\n  eveadm reboot web1\n  eveadm reboot web1 -F",
-    "kill": "examples:\n  eveadm kill web1             # SIGKILL\n  eveadm kill web1 -s TERM",
-    "delete": """examples:
-  eveadm delete web1     # stop impatiently, destroy, remove rendered files, disk copies, the record""",
-    "get": "examples:\n  eveadm get web1\n  eveadm get web1 | jq .state",
-    "list": """examples:
-  eveadm list
-  eveadm list -o uuid,alias,state,pid -s -ram
-  eveadm list state=running alias=~^web
-  eveadm list -p -H tags.role=db
-  eveadm list -j nics.*.bridge=br0""",
-    "lookup": """examples:
-  eveadm lookup state=running
-  eveadm lookup -1 alias=web1
-  eveadm lookup -j -o uuid,state brand=kvm""",
-    "info": "examples:\n  eveadm info web1\n  eveadm info web1 --log 50     # last 50 lines of the console log",
-    "update": """examples:
-  eveadm update web1 ram=512 alias=web-one
-  eveadm update web1 -f changes.json
-  echo '{"set_tags":{"role":"db"}}' | eveadm update web1 -j""",
-    "validate": """examples:
-  eveadm validate create -f web.json
-  eveadm validate create -f web.json --render   # print the xl cfg / QEMU argv / config.json
-  eveadm validate update --brand kvm -f changes.json""",
-    "console": "examples:\n  eveadm console web1           # Ctrl-] detaches",
-    "events": "examples:\n  eveadm events\n  eveadm events -f -j web1",
-    "pci": """examples:
-  eveadm pci list
-  eveadm pci assignable-add 0000:00:04.0
-  eveadm pci assignable-remove 0000:00:04.0""",
-    "completion": "examples:\n  source <(eveadm completion bash)",
-    "doctor": "examples:\n  eveadm doctor\n  eveadm doctor --fix",
-    "agent": "examples:\n  eveadm agent                  # foreground; see contrib/eveadm-agent.service",
-}
+SHELLS = ("bash", "zsh", "fish")
 
 
 class Parser(argparse.ArgumentParser):
@@ -68,107 +25,14 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (try `{self.prog} --help`)")
 
 
-def build_parser() -> Parser:
-    p = Parser(prog=PROG, description="Run VMs and containers on this node (kvm, xen, container, rkt, null).",
-               formatter_class=argparse.RawDescriptionHelpFormatter,
-               epilog="Run `eveadm help COMMAND` for a command's options and examples.")
-    p.add_argument("--root", help="state root (default $EVEADM_ROOT, /var/lib/eveadm as root)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.add_argument("--version", action="store_true", help="print the version")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-
-    def cmd(name, help, aliases=()):
-        return sub.add_parser(name, help=help, aliases=list(aliases), epilog=EXAMPLES.get(name),
-                              formatter_class=argparse.RawDescriptionHelpFormatter, description=help)
-
-    c = cmd("create", "create a domain from a JSON payload (file or stdin)")
-    c.add_argument("-f", "--file", help="payload file (default: stdin; - for stdin)")
-    c.add_argument("--paused", action="store_true", help="create in the backend with CPUs stopped; `start` runs it")
-    c.add_argument("-j", "--json", action="store_true", help="print the created domain as JSON")
-
-    c = cmd("start", "start (or activate) a domain", aliases=["boot"])
-    c.add_argument("uuid")
-    c.add_argument("-j", "--json", action="store_true")
-
-    c = cmd("stop", "stop a domain: graceful, then forced, then destroy", aliases=["halt"])
-    c.add_argument("uuid")
-    c.add_argument("-F", "--force", action="store_true", help="skip the graceful request")
-    c.add_argument("-t", "--timeout", type=_seconds, help="graceful budget in seconds (default: stop_timeout)")
-    c.add_argument("-j", "--json", action="store_true")
-
-    c = cmd("reboot", "stop then start a domain")
-    c.add_argument("uuid")
-    c.add_argument("-F", "--force", action="store_true")
-    c.add_argument("-j", "--json", action="store_true")
-
-    c = cmd("kill", "send a signal to the domain's process (VMM / container)")
-    c.add_argument("uuid")
-    c.add_argument("-s", "--signal", default="KILL", help="signal name or number (default KILL)")
-
-    c = cmd("delete", "stop impatiently and remove a domain and the files eveadm made for it", aliases=["destroy"])
-    c.add_argument("uuid")
-
-    c = cmd("get", "print a domain as JSON", aliases=["json"])
-    c.add_argument("uuid")
-
-    c = cmd("list", "list domains as a table")
-    c.add_argument("-p", "--parsable", action="store_true", help="colon-separated, no header")
-    c.add_argument("-H", "--no-header", action="store_true")
-    c.add_argument("-j", "--json", action="store_true")
-    c.add_argument("-o", "--output", help="columns (default uuid,type,ram,state,alias)")
-    c.add_argument("-s", "--sort", help="sort fields, -field for descending (default ram,uuid)")
-    c.add_argument("filters", nargs="*", metavar="field=value|field=~regex")
-
-    c = cmd("lookup", "print the UUIDs of matching domains")
-    c.add_argument("-j", "--json", action="store_true")
-    c.add_argument("-1", "--unique", action="store_true", help="exactly one match or an error")
-    c.add_argument("-o", "--output", help="with -j: keys to keep")
-    c.add_argument("filters", nargs="*", metavar="field=value|field=~regex")
-
-    c = cmd("info", "backend runtime detail (QMP queries, xl list -l, OCI state)")
-    c.add_argument("uuid")
-    c.add_argument("--log", nargs="?", const=20, type=int, metavar="LINES", help="print the console log's tail")
-
-    c = cmd("update", "change a domain's properties")
-    c.add_argument("uuid")
-    c.add_argument("-f", "--file", help="JSON payload file (- for stdin)")
-    c.add_argument("-j", "--json", action="store_true", help="print the domain and what applies live / at restart")
-    c.add_argument("assignments", nargs="*", metavar="key=value")
-
-    c = cmd("validate", "check a payload; print a JSON report and exit 3 when invalid")
-    c.add_argument("action", choices=["create", "update"])
-    c.add_argument("-f", "--file")
-    c.add_argument("--brand", help="brand the update payload is for")
-    c.add_argument("--render", action="store_true", help="print what the backend would use (xl cfg, QEMU argv...)")
-
-    c = cmd("console", "attach to the domain's serial console (Ctrl-] detaches)")
-    c.add_argument("uuid")
-
-    c = cmd("events", "print the event journal (JSON lines with -j)")
-    c.add_argument("uuid", nargs="?")
-    c.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
-    c.add_argument("-j", "--json", action="store_true")
-
-    c = cmd("pci", "PCI devices for passthrough")
-    c.add_argument("action", choices=["list", "assignable-add", "assignable-remove"])
-    c.add_argument("address", nargs="?")
-    c.add_argument("--brand", default="xen", choices=["xen", "kvm", "rkt"], help="whose assignment (default xen)")
-
-    c = cmd("doctor", "find (and with --fix repair) drift between records and reality")
-    c.add_argument("--fix", action="store_true")
-
-    c = cmd("agent", "supervise: boot autoboot domains, restart crashed ones, retry failed boots")
-    c.add_argument("--interval", type=_seconds, default=5.0, help="seconds between verifications (default 5)")
-    c.add_argument("--boot-retry", type=_seconds, default=600.0, help="retry failed boots after (default 600)")
-
-    c = cmd("completion", "print a shell completion script")
-    c.add_argument("shell", choices=["bash"])
-
-    c = cmd("help", "show help for a command")
-    c.add_argument("topic", nargs="?")
-
-    sub.add_parser("__names", help=argparse.SUPPRESS)
-    return p
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    """argparse's formatter with the width given: left to itself it imports shutil (with bz2 and
+    lzma) to ask the terminal's size, at every add_argument, which doubled CLI start-up."""
+    try:
+        width = int(os.environ.get("COLUMNS") or os.get_terminal_size(2).columns)
+    except (OSError, ValueError):
+        width = 80
+    return argparse.RawDescriptionHelpFormatter(prog, width=max(width - 2, 40))
 
 
 def _seconds(text: str) -> float:
@@ -176,23 +40,261 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("seconds must not be negative")
+    if value < 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError("seconds must be a finite number, not negative")
     return value
 
 
-# -- helpers -------------------------------------------------------------------
+def _complete_domains(prefix, parsed_args, **_):
+    """UUIDs and aliases from the state root the command line names (--root, else $EVEADM_ROOT)."""
+    try:
+        from .node import Node
+
+        names = Node(root=getattr(parsed_args, "root", None)).names()
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+    out = [u for u, _ in names] + [a for _, a in names if a]
+    return [n for n in out if n.startswith(prefix)]
+
+
+def _domain_arg(p, nargs=None):
+    arg = p.add_argument("uuid", nargs=nargs, help="the domain's UUID or alias")
+    arg.completer = _complete_domains
+
+
+def _json_flag(p, text="print the result as JSON"):
+    p.add_argument("-j", "--json", action="store_true", help=text)
+
+
+def _args_create(p):
+    p.add_argument("-f", "--file", help="payload file (default: stdin; - for stdin)")
+    p.add_argument("--paused", action="store_true", help="create in the backend with CPUs stopped; `start` runs it")
+    _json_flag(p, "print the created domain as JSON")
+
+
+def _args_start(p):
+    _domain_arg(p)
+    _json_flag(p)
+
+
+def _args_stop(p):
+    _domain_arg(p)
+    p.add_argument("-F", "--force", action="store_true", help="skip the graceful request")
+    p.add_argument("-t", "--timeout", type=_seconds, help="graceful budget in seconds (default: stop_timeout)")
+    _json_flag(p)
+
+
+def _args_reboot(p):
+    _domain_arg(p)
+    p.add_argument("-F", "--force", action="store_true")
+    _json_flag(p)
+
+
+def _args_kill(p):
+    _domain_arg(p)
+    p.add_argument("-s", "--signal", default="KILL", help="signal name or number (default KILL)")
+    _json_flag(p)
+
+
+def _args_uuid_json(p):
+    _domain_arg(p)
+    _json_flag(p)
+
+
+def _args_list(p):
+    p.add_argument("-p", "--parsable", action="store_true", help="colon-separated, no header")
+    p.add_argument("-H", "--no-header", action="store_true")
+    _json_flag(p)
+    p.add_argument("-o", "--output", help="columns (default uuid,type,ram,state,alias)")
+    p.add_argument("-s", "--sort", help="sort fields, -field for descending (default ram,uuid)")
+    p.add_argument("filters", nargs="*", metavar="field=value|field=~regex")
+
+
+def _args_lookup(p):
+    _json_flag(p)
+    p.add_argument("-1", "--unique", action="store_true", help="exactly one match or an error")
+    p.add_argument("-o", "--output", help="with -j: keys to keep")
+    p.add_argument("filters", nargs="*", metavar="field=value|field=~regex")
+
+
+def _args_info(p):
+    _domain_arg(p)
+    p.add_argument("--log", nargs="?", const=20, type=int, metavar="LINES", help="print the console log's tail")
+    _json_flag(p, "print as JSON (the default for info)")
+
+
+def _args_update(p):
+    _domain_arg(p)
+    p.add_argument("-f", "--file", help="JSON payload file (- for stdin)")
+    _json_flag(p, "print the domain and what applies live / at restart")
+    p.add_argument("assignments", nargs="*", metavar="key=value")
+
+
+def _args_validate(p):
+    p.add_argument("action", choices=["create", "update"])
+    p.add_argument("-f", "--file")
+    p.add_argument("--brand", help="brand the update payload is for")
+    p.add_argument("--render", action="store_true", help="print what the backend would use (xl cfg, QEMU argv...)")
+    _json_flag(p, "print the report as JSON even when the payload is valid")
+
+
+def _args_console(p):
+    _domain_arg(p)
+
+
+def _args_events(p):
+    _domain_arg(p, nargs="?")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    _json_flag(p, "one JSON object per line")
+
+
+def _args_pci(p):
+    from .backends import PCI, with_capability
+
+    p.add_argument("action", choices=["list", "assignable-add", "assignable-remove"])
+    p.add_argument("address", nargs="?")
+    p.add_argument("--brand", default="xen", choices=with_capability(PCI), help="whose assignment (default xen)")
+    _json_flag(p)
+
+
+def _args_doctor(p):
+    p.add_argument("--fix", action="store_true")
+    _json_flag(p)
+
+
+def _args_agent(p):
+    p.add_argument("--interval", type=_seconds, default=5.0, help="seconds between verifications (default 5)")
+    p.add_argument("--boot-retry", type=_seconds, default=600.0, help="retry failed boots after (default 600)")
+
+
+def _args_completion(p):
+    p.add_argument("shell", choices=SHELLS)
+
+
+def _args_help(p):
+    p.add_argument("topic", nargs="?")
+
+
+# name -> (aliases, help, argument builder, examples)
+COMMANDS = {
+    "create": ((), "create a domain from a JSON payload (file or stdin)", _args_create, """examples:
+  eveadm create -f web.json              # create and boot (autoboot defaults to true)
+  eveadm create --paused -f web.json     # created in the backend, CPUs stopped until `start`
+  echo '{"brand":"null","alias":"t1"}' | eveadm create -j"""),
+    "start": (("boot",), "start (or activate) a domain", _args_start, """examples:
+  eveadm start web1                      # from stopped/failed: create paused + activate
+  eveadm start 6f1c...-...               # from paused: activate (unpause)"""),
+    "stop": (("halt",), "stop a domain: graceful, then forced, then destroy", _args_stop, """examples:
+  eveadm stop web1                       # graceful, then forced after stop_timeout, then destroy
+  eveadm stop web1 -t 5                  # graceful budget of 5 s
+  eveadm stop web1 -F                    # skip the graceful request"""),
+    "reboot": ((), "stop then start a domain", _args_reboot, "examples:\n  eveadm reboot web1\n  eveadm reboot web1 -F"),
+    "kill": ((), "send a signal to the domain's process (VMM / container)", _args_kill,
+             "examples:\n  eveadm kill web1             # SIGKILL\n  eveadm kill web1 -s TERM"),
+    "delete": (("destroy",), "stop impatiently and remove a domain and the files eveadm made for it", _args_uuid_json,
+               "examples:\n  eveadm delete web1     # stop impatiently, destroy, remove rendered files, disk copies,"
+               " the record"),
+    "get": (("json",), "print a domain as JSON", _args_uuid_json, "examples:\n  eveadm get web1\n"
+                                                                   "  eveadm get web1 | jq .state"),
+    "list": ((), "list domains as a table", _args_list, """examples:
+  eveadm list
+  eveadm list -o uuid,alias,state,pid -s -ram
+  eveadm list state=running alias=~^web
+  eveadm list -p -H tags.role=db
+  eveadm list -j nics.*.bridge=br0"""),
+    "lookup": ((), "print the UUIDs of matching domains", _args_lookup, """examples:
+  eveadm lookup state=running
+  eveadm lookup -1 alias=web1
+  eveadm lookup -j -o uuid,state brand=kvm"""),
+    "info": ((), "backend runtime detail (QMP queries, xl list -l, OCI state)", _args_info,
+             "examples:\n  eveadm info web1\n  eveadm info web1 --log 50     # last 50 lines of the console log"),
+    "update": ((), "change a domain's properties", _args_update, """examples:
+  eveadm update web1 ram=512 alias=web-one
+  eveadm update web1 -f changes.json
+  echo '{"set_tags":{"role":"db"}}' | eveadm update web1 -j"""),
+    "validate": ((), "check a payload; print a JSON report and exit 3 when invalid", _args_validate, """examples:
+  eveadm validate create -f web.json
+  eveadm validate create -f web.json --render   # print the xl cfg / QEMU argv / config.json
+  eveadm validate update --brand kvm -f changes.json"""),
+    "console": ((), "attach to the domain's console (Ctrl-] detaches)", _args_console,
+                "examples:\n  eveadm console web1           # Ctrl-] detaches"),
+    "events": ((), "print the event journal (JSON lines with -j)", _args_events,
+               "examples:\n  eveadm events\n  eveadm events -f -j web1"),
+    "pci": ((), "PCI devices for passthrough", _args_pci, """examples:
+  eveadm pci list
+  eveadm pci assignable-add 0000:00:04.0
+  eveadm pci assignable-remove 0000:00:04.0 --brand kvm"""),
+    "doctor": ((), "find (and with --fix repair) drift between records and reality", _args_doctor,
+               "examples:\n  eveadm doctor\n  eveadm doctor --fix -j"),
+    "agent": ((), "supervise: boot autoboot domains, restart crashed ones, retry failed boots", _args_agent,
+              "examples:\n  eveadm agent                  # foreground; see contrib/eveadm-agent.service"),
+    "completion": ((), "print a shell completion script (bash, zsh, fish)", _args_completion,
+                   "examples:\n  source <(eveadm completion bash)\n  eveadm completion fish > "
+                   "~/.config/fish/completions/eveadm.fish"),
+    "help": ((), "show help for a command", _args_help, "examples:\n  eveadm help list"),
+}
+ALIASES = {alias: name for name, (aliases, *_rest) in COMMANDS.items() for alias in aliases}
+
+
+def build_parser(only: str | None = None) -> Parser:
+    """The parser of every command; with `only`, of that command alone (what a run needs)."""
+    p = Parser(prog=PROG, description="Run VMs and containers on this node (kvm, xen, container, rkt, null).",
+               formatter_class=_formatter,
+               epilog="Run `eveadm help COMMAND` for a command's options and examples.")
+    p.add_argument("--root", help="state root (default $EVEADM_ROOT, /var/lib/eveadm as root)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    p.add_argument("--version", action="store_true", help="print the version")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for name, (aliases, text, add_args, examples) in COMMANDS.items():
+        if only is None or only == name:
+            add_args(sub.add_parser(name, help=text, aliases=list(aliases), epilog=examples, description=text,
+                                    formatter_class=_formatter))
+    return p
+
+
+def command_in(argv: list[str]) -> str | None:
+    """The command an argv names (its canonical name), found without parsing: skip global options."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--root":
+            i += 2
+            continue
+        if not word.startswith("-"):
+            return ALIASES.get(word, word) if (word in COMMANDS or word in ALIASES) else None
+        i += 1
+    return None
+
+
+# -- output ---------------------------------------------------------------------
 
 
 def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def out_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+def dumps(obj, indent: int | None = 2) -> str:
+    """Strict JSON: NaN/Infinity are refused, every non-ASCII character escaped (lone surrogates too)."""
+    import json
+
+    return json.dumps(obj, indent=indent, sort_keys=True, allow_nan=False)
 
 
-def read_payload(path: str | None, for_validate: bool = False):
+def emit(result, as_json: bool, human=None) -> None:
+    """The one output seam: with -j the result as strict JSON on stdout; else `human(result)`, the
+    command's text form for people (None: nothing on stdout, the message on stderr says it)."""
+    if as_json:
+        sys.stdout.write(dumps(result) + "\n")
+    elif human is not None:
+        sys.stdout.write(human(result))
+
+
+# -- input ----------------------------------------------------------------------
+
+
+def read_payload(path: str | None):
+    import json
+
     if path in (None, "-"):
         if sys.stdin is None or sys.stdin.isatty():
             raise UsageError("no payload: pass -f FILE or pipe JSON on stdin")
@@ -251,112 +353,70 @@ def parse_signal(text: str) -> int:
 # -- commands ------------------------------------------------------------------
 
 
-def run(args, node) -> int:
-    c = args.command
-    if c == "create":
-        payload = read_payload(args.file)
-        dom = node.create(payload, paused=args.paused)
-        state = "paused" if args.paused else dom["state"]
-        say(f"Successfully created domain {dom['uuid']} ({state})")
-        if args.json:
-            out_json(dom)
-    elif c in ("start", "boot"):
-        rec, did = node.engine.start(args.uuid)
-        say(f"Started domain {rec.uuid}" if did else f"Domain {rec.uuid} is already running")
-        if args.json:
-            out_json(_dict(rec))
-    elif c in ("stop", "halt"):
-        rec, did = node.engine.stop(args.uuid, force=args.force, timeout=args.timeout)
-        say(f"Stopped domain {rec.uuid}" if did else f"Domain {rec.uuid} is already {rec.state}")
-        if args.json:
-            out_json(_dict(rec))
-    elif c == "reboot":
-        dom = node.reboot(args.uuid, force=args.force)
-        say(f"Rebooted domain {dom['uuid']}")
-        if args.json:
-            out_json(dom)
-    elif c == "kill":
-        dom = node.kill(args.uuid, parse_signal(args.signal))
-        say(f"Sent SIG{args.signal.upper().removeprefix('SIG')} to domain {dom['uuid']}")
-    elif c in ("delete", "destroy"):
-        uuid = node.engine.resolve(args.uuid)
-        removed = node.delete(uuid)
-        for path in removed:
-            say(f"removed {path}")
-        say(f"Successfully deleted domain {uuid}")
-    elif c in ("get", "json"):
-        out_json(node.get(args.uuid))
-    elif c == "list":
-        cmd_list(args, node)
-    elif c == "lookup":
-        cmd_lookup(args, node)
-    elif c == "info":
-        if args.log is not None:
-            log = node.engine.console_log(args.uuid)
-            if not log or not os.path.exists(log):
-                raise EveadmError(f"domain {args.uuid} has no console log yet")
-            sys.stdout.write(tail(log, args.log))
-        else:
-            out_json(node.info(args.uuid))
-    elif c == "update":
-        if args.file is not None and args.assignments:
-            raise UsageError("give either -f FILE or key=value pairs, not both")
-        payload = parse_assignments(args.assignments) if args.assignments else read_payload(args.file)
-        result = node.update(args.uuid, payload)
-        uuid = result["domain"]["uuid"]
-        say(f"Successfully updated domain {uuid}")
-        if result["restart_required"]:
-            say(f"takes effect at the next start: {', '.join(result['restart_required'])}")
-        if args.json:
-            out_json(result)
-    elif c == "validate":
-        return cmd_validate(args, node)
-    elif c == "console":
-        return node.engine.console(args.uuid)
-    elif c == "events":
-        cmd_events(args, node)
-    elif c == "pci":
-        return cmd_pci(args, node)
-    elif c == "doctor":
-        return cmd_doctor(args, node)
-    elif c == "agent":
-        from .agent import Agent
-
-        return Agent(node.engine, interval=args.interval, boot_retry=args.boot_retry).run()
+def cmd_create(args, node) -> int:
+    dom = node.create(read_payload(args.file), paused=args.paused)
+    say(f"Successfully created domain {dom['uuid']} ({'paused' if args.paused else dom['state']})")
+    emit(dom, args.json)
     return 0
 
 
-def _dict(rec):
-    from .lifecycle import to_dict
-
-    return to_dict(rec)
-
-
-def tail(path, lines: int) -> str:
-    with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        size = fh.tell()
-        fh.seek(max(0, size - 256 * 1024))
-        data = fh.read().decode(errors="replace")
-    kept = data.splitlines()[-lines:] if lines > 0 else []
-    return "\n".join(kept) + ("\n" if kept else "")
+def cmd_start(args, node) -> int:
+    dom = node.start(args.uuid)
+    say(f"Started domain {dom['uuid']}" if node.changed else f"Domain {dom['uuid']} is already running")
+    emit(dom, args.json)
+    return 0
 
 
-def cmd_list(args, node) -> None:
+def cmd_stop(args, node) -> int:
+    dom = node.stop(args.uuid, force=args.force, timeout=args.timeout)
+    say(f"Stopped domain {dom['uuid']}" if node.changed else f"Domain {dom['uuid']} is already {dom['state']}")
+    emit(dom, args.json)
+    return 0
+
+
+def cmd_reboot(args, node) -> int:
+    dom = node.reboot(args.uuid, force=args.force)
+    say(f"Rebooted domain {dom['uuid']}")
+    emit(dom, args.json)
+    return 0
+
+
+def cmd_kill(args, node) -> int:
+    dom = node.kill(args.uuid, parse_signal(args.signal))
+    say(f"Sent SIG{args.signal.upper().removeprefix('SIG')} to domain {dom['uuid']}")
+    emit(dom, args.json)
+    return 0
+
+
+def cmd_delete(args, node) -> int:
+    uuid = node.resolve(args.uuid)
+    removed = node.delete(uuid)
+    for path in removed:
+        say(f"removed {path}")
+    say(f"Successfully deleted domain {uuid}")
+    emit({"uuid": uuid, "removed": removed}, args.json)
+    return 0
+
+
+def cmd_get(args, node) -> int:
+    emit(node.get(args.uuid), True)  # get prints JSON with or without -j (vmadm)
+    return 0
+
+
+def cmd_list(args, node) -> int:
     from . import listing
 
     columns = args.output.split(",") if args.output else listing.DEFAULT_COLUMNS
     for col in columns:
         listing.check_column(col, "column")
-    objs = node.list(args.filters, args.sort.split(",") if args.sort else None)
-    if args.json:
-        out_json(objs)
-        return
-    sys.stdout.write(listing.format_table(objs, columns, parsable=args.parsable,
-                                          header=not (args.no_header or args.parsable)))
+    objs = node.list(args.filters, args.sort.split(",") if args.sort else None,
+                     fields=None if args.json else columns)
+    emit(objs, args.json, lambda objs: listing.format_table(
+        objs, columns, parsable=args.parsable, header=not (args.no_header or args.parsable)))
+    return 0
 
 
-def cmd_lookup(args, node) -> None:
+def cmd_lookup(args, node) -> int:
     from . import listing
 
     if args.output and not args.json:
@@ -364,123 +424,136 @@ def cmd_lookup(args, node) -> None:
     keys = args.output.split(",") if args.output else []
     for key in keys:
         listing.check_column(key, "output")
-    objs = node.list(args.filters)
+    objs = node.list(args.filters, fields=None if args.json else ["uuid"])
     if args.unique and len(objs) != 1:
         raise EveadmError(f"requested a unique lookup but found {len(objs)} domains")
-    if args.json:
-        if keys:
-            objs = [{k: v for k in keys if (v := listing.value_at(o, k)) is not listing.MISSING} for o in objs]
-            objs = [o for o in objs if o]
-        out_json(objs)
+    if keys:
+        objs = [{k: v for k in keys if (v := listing.value_at(o, k)) is not listing.MISSING} for o in objs]
+        objs = [o for o in objs if o]
+    emit(objs, args.json, lambda objs: "".join(o["uuid"] + "\n" for o in objs))
+    return 0
+
+
+def cmd_info(args, node) -> int:
+    if args.log is not None:
+        text = node.log_tail(args.uuid, args.log)
+        emit({"uuid": node.resolve(args.uuid), "log": text}, args.json, lambda _: text)
     else:
-        sys.stdout.write("".join(o["uuid"] + "\n" for o in objs))
+        emit(node.info(args.uuid), True)  # info is JSON with or without -j
+    return 0
+
+
+def cmd_update(args, node) -> int:
+    if args.file is not None and args.assignments:
+        raise UsageError("give either -f FILE or key=value pairs, not both")
+    payload = parse_assignments(args.assignments) if args.assignments else read_payload(args.file)
+    result = node.update(args.uuid, payload)
+    say(f"Successfully updated domain {result['domain']['uuid']}")
+    if result["restart_required"]:
+        say(f"takes effect at the next start: {', '.join(result['restart_required'])}")
+    emit(result, args.json)
+    return 0
 
 
 def cmd_validate(args, node) -> int:
     try:
         payload = read_payload(args.file)
     except ValidationError as exc:
-        out_json(exc.report)
+        emit(exc.report, True)
         return 3
     report = node.validate(payload, args.action, args.brand)
     from .schema import is_empty
 
     if not is_empty(report):
-        out_json(report)
+        emit(report, True)
         return 3
     if args.render:
         if args.action != "create":
             raise UsageError("--render goes with validate create")
-        sys.stdout.write(node.render(payload).rstrip("\n") + "\n")
+        text = node.render(payload).rstrip("\n") + "\n"
+        emit({"report": report, "rendered": text}, args.json, lambda _: text)
+    else:
+        emit(report, args.json)  # valid: silent, or the empty report with -j
     return 0
 
 
-def cmd_events(args, node) -> None:
+def cmd_console(args, node) -> int:
+    return node.console(args.uuid)
+
+
+def cmd_events(args, node) -> int:
     for ev in node.events(args.uuid, follow=args.follow):
         if args.json:
-            sys.stdout.write(json.dumps(ev, sort_keys=True) + "\n")
+            sys.stdout.write(dumps(ev, indent=None) + "\n")
         else:
             detail = " ".join(f"{k}={v}" for k, v in ev.items() if k not in ("id", "time", "uuid", "alias", "type"))
             sys.stdout.write(f"{ev['time']}  {ev['uuid']}  {(ev['alias'] or '-'):<12}  {ev['type']:<20}  "
                              f"{detail}".rstrip() + "\n")
         if args.follow:
             sys.stdout.flush()
+    return 0
 
 
 def cmd_pci(args, node) -> int:
-    from . import schema
-
-    if args.action != "list":
-        if not args.address:
-            raise UsageError(f"pci {args.action} needs an address DDDD:BB:DD.F")
-        if not schema.PCI_RE.match(args.address):
-            raise UsageError(f"{args.address!r} is not a PCI address DDDD:BB:DD.F (lowercase hex)")
-    backend = node.engine.backend(args.brand)
+    addresses = node.pci(args.action, args.address, args.brand)
     if args.action == "list":
-        for addr in backend.pci_list():
-            print(addr)
+        emit(addresses, args.json, lambda addrs: "".join(a + "\n" for a in addrs))
         return 0
-    if args.action == "assignable-add":
-        backend.pci_assignable_add(args.address)
-        say(f"{args.address} is assignable")
-    else:
-        backend.pci_assignable_remove(args.address)
-        say(f"{args.address} is back with its host driver")
+    say(f"{args.address} is assignable" if args.action == "assignable-add"
+        else f"{args.address} is back with its host driver")
+    emit({"action": args.action, "address": args.address, "brand": args.brand}, args.json)
     return 0
 
 
 def cmd_doctor(args, node) -> int:
-    findings = node.engine.doctor(fix=args.fix)
-    for line in findings:
-        print(line)
+    findings = node.doctor(fix=args.fix)
     if not findings:
         say("no drift found")
+    emit({"findings": findings, "fixed": bool(args.fix and findings)}, args.json,
+         lambda r: "".join(line + "\n" for line in r["findings"]))
     return 1 if findings and not args.fix else 0
 
 
-COMPLETION_BASH = r"""# bash completion for eveadm: source <(eveadm completion bash)
-_eveadm() {
-    local cur prev cmd
-    cur="${COMP_WORDS[COMP_CWORD]}"; prev="${COMP_WORDS[COMP_CWORD-1]}"
-    cmd="${COMP_WORDS[1]}"
-    local cmds="create start stop reboot kill delete destroy get list lookup info update validate console events pci doctor agent completion help"
-    if [ "$COMP_CWORD" -eq 1 ]; then COMPREPLY=($(compgen -W "$cmds --root --debug --version" -- "$cur")); return; fi
-    case "$prev" in -f|--file) COMPREPLY=($(compgen -f -- "$cur")); return;; esac
-    local opts=""
-    case "$cmd" in
-        create) opts="-f --file --paused -j --json";;
-        start|boot) opts="-j --json";;
-        stop|halt) opts="-F --force -t --timeout -j --json";;
-        reboot) opts="-F --force -j";;
-        kill) opts="-s --signal";;
-        list) opts="-p -H -j -o -s";;
-        lookup) opts="-j -1 -o";;
-        info) opts="--log";;
-        update) opts="-f --file -j";;
-        validate) opts="create update -f --file --render --brand";;
-        events) opts="-f --follow -j --json";;
-        pci) opts="list assignable-add assignable-remove --brand";;
-        doctor) opts="--fix";;
-        agent) opts="--interval --boot-retry";;
-        help) opts="$cmds";;
-    esac
-    case "$cmd" in
-        start|boot|stop|halt|reboot|kill|delete|destroy|get|json|info|update|console|events)
-            opts="$opts $(eveadm __names 2>/dev/null)";;
-    esac
-    COMPREPLY=($(compgen -W "$opts" -- "$cur"))
-}
-complete -F _eveadm eveadm
-"""
+def cmd_agent(args, node) -> int:
+    from .agent import Agent
+
+    return Agent(node, interval=args.interval, boot_retry=args.boot_retry).run()
+
+
+# commands that need no state root
+def cmd_completion(args) -> int:
+    import argcomplete
+
+    sys.stdout.write(argcomplete.shellcode([PROG], shell=args.shell))
+    return 0
+
+
+def cmd_help(args) -> int:
+    parser = build_parser()
+    if args.topic:
+        name = ALIASES.get(args.topic, args.topic)
+        if name not in COMMANDS:
+            raise UsageError(f"no command {args.topic!r}")
+        parser.parse_args([name, "--help"])  # prints the command's help and exits 0
+    parser.print_help()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in argv
+    args = None
     try:
-        return _main(argv)
+        if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions: answer from the full parser
+            import argcomplete
+
+            argcomplete.autocomplete(build_parser())
+            return 0
+        args = _parse(argv)
+        return _run(args)
+    except SystemExit as exc:  # argparse's --help
+        return exc.code if isinstance(exc.code, int) else 0
     except EveadmError as exc:
-        if debug:
+        if args is not None and args.debug:
             import traceback
 
             traceback.print_exc()
@@ -496,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             return 0
     except Exception as exc:  # a bug: still one line, unless --debug
-        if debug:
+        if args is not None and args.debug:
             raise
         sys.stderr.write(f"{PROG}: internal error: {type(exc).__name__}: {exc} (run with --debug for details)\n")
         return 1
@@ -515,41 +588,31 @@ def _glue_sort(argv: list[str]) -> list[str]:
     return out
 
 
-def _main(argv: list[str]) -> int:
-    parser = build_parser()
+def _parse(argv: list[str]):
+    parser = build_parser(only=command_in(argv))
     args = parser.parse_args(_glue_sort(argv))
+    if args.command is None and not args.version:
+        parser.print_help(sys.stderr)
+        raise SystemExit(2)
+    if args.command in ALIASES:
+        args.command = ALIASES[args.command]
+    return args
+
+
+def _run(args) -> int:
     if args.version:
         from importlib.metadata import version
 
         print(version("eveadm"))
         return 0
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        return 2
-    if args.command == "help":
-        if args.topic:
-            choices = parser._subparsers._group_actions[0].choices  # noqa: SLF001 (argparse has no public API)
-            if args.topic not in choices:
-                raise UsageError(f"no command {args.topic!r}")
-            choices[args.topic].print_help()
-        else:
-            parser.print_help()
-        return 0
-    if args.command == "completion":
-        sys.stdout.write(COMPLETION_BASH)
-        return 0
+    if args.command in ("completion", "help"):
+        return globals()["cmd_" + args.command](args)
     from .node import Node
 
     node = Node(root=args.root)
-    node.engine.progress = say
-    if args.command == "__names":
-        for uuid, alias in node.engine.store.names():
-            print(uuid)
-            if alias:
-                print(alias)
-        return 0
+    node.on_progress(say)
     try:
-        return run(args, node)
+        return globals()["cmd_" + args.command](args, node)
     finally:
         for w in node.warnings:
             say(f"{PROG}: warning: {w}")

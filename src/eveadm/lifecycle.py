@@ -11,14 +11,17 @@ backends (eveadm.backends.*) only carry out primitives.
 
 from __future__ import annotations
 
-import shutil
+import os
 import signal as _signal
 import time
-from pathlib import Path
 
-from . import schema
-from .backends import base as B
+from . import faults, schema
+from .backends import CONTAINER
+from .backends import facts as brand_facts
 from .backends import load as load_backend
+from .backends.base import (ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN, Backend, Domain,
+                            Status)
+from .backends.host import BackendContext, wait_until
 from .errors import BackendError, Conflict, EveadmError, LockHeld, NotFound, Timeout, UsageError, ValidationError
 from .store import Record, Store, iso
 
@@ -38,18 +41,45 @@ TRANSITIONS = {
 }
 
 
+
+
+class Rung:
+    """One step of the stop ladder: send a primitive, then wait up to `budget` s for the domain to go."""
+
+    __slots__ = ("name", "event", "send", "budget_setting", "default_budget", "needs_running")
+
+    def __init__(self, name, event, send, budget_setting, default_budget, needs_running):
+        self.name = name
+        self.event = event  # journal entry written before the wait, with the budget
+        self.send = send  # fn(backend, dom, budget): the primitive
+        self.budget_setting = budget_setting  # host setting with the budget; None: the domain's stop_timeout
+        self.default_budget = default_budget  # when the host setting is absent
+        self.needs_running = needs_running  # a request only a running guest can act on
+
+
+# The stop ladder, in order (domainmgr: graceful -> forced -> destroy). A rung is skipped once the
+# domain is gone; a new rung is one line here and a primitive in the backends.
+STOP_LADDER = (
+    Rung("graceful", "stop.graceful_sent", lambda b, dom, t: b.shutdown(dom, GRACEFUL, t), None, None, True),
+    Rung("forced", "stop.forced", lambda b, dom, t: b.shutdown(dom, FORCED, t), "force_timeout", 10, True),
+    Rung("destroy", "stop.destroyed", lambda b, dom, t: b.destroy(dom, t), "destroy_timeout", 10, False),
+)
+IMPATIENT_BUDGET = 6  # s: delete's cap on every rung (domainmgr's impatient doInactivate, shortened)
+
+
 def _now_iso() -> str:
     return iso(time.time())
 
 
 class Engine:
-    def __init__(self, root: Path, run_root: Path | None = None):
-        self.ctx = B.BackendContext(Path(root), run_root)
-        self.store = Store(self.ctx.root)
-        self._backends: dict[str, B.Backend] = {}
+    def __init__(self, root, run_root=None, backends: dict[str, Backend] | None = None):
+        self.ctx = BackendContext(root, run_root)
+        self.store = Store(self.ctx.root_dir)
+        # brand -> backend instance; a caller may hand in its own (tests: an in-process fake)
+        self._backends: dict[str, Backend] = dict(backends or {})
         self.warnings: list[str] = []
         self.progress = None  # optional callable(str) for human progress lines (CLI: stderr)
-        self._parents = (self.ctx.root / "domains", self.ctx.run_root)
+        self._parents = (os.path.join(self.ctx.root_dir, "domains"), self.ctx.run_root_dir)
 
     # -- settings (host config / env; tests shorten the waits) ---------------
     def _num(self, key: str, default: float) -> float:
@@ -64,13 +94,16 @@ class Engine:
         return self._num("lock_timeout", 10)
 
     # -- plumbing ----------------------------------------------------------------
-    def backend(self, brand: str) -> B.Backend:
+    def backend(self, brand: str) -> Backend:
         if brand not in self._backends:
-            self._backends[brand] = load_backend(brand, self.ctx)
+            backend = load_backend(brand, self.ctx)
+            if faults.ACTIVE:  # the test suite's kill points around every primitive
+                backend = faults.FaultyBackend(backend)
+            self._backends[brand] = backend
         return self._backends[brand]
 
-    def domain(self, rec: Record) -> B.Domain:
-        return B.Domain(rec.uuid, rec.config, rec.backend, parents=self._parents)
+    def domain(self, rec: Record) -> Domain:
+        return Domain(rec.uuid, parents=self._parents, record=rec)
 
     def _say(self, text: str) -> None:
         if self.progress:
@@ -226,12 +259,12 @@ class Engine:
                 self._say(f"create of {rec.uuid} failed ({exc}); retrying in {delay:g}s")
                 time.sleep(delay)  # domainmgr's retry pacing (policy, configurable), not synchronisation
         rec.runtime.update(boot_failed=False, error=None, exit_status=None, exit_timestamp=None)
-        self._note_status(rec, created if isinstance(created, B.Status) else backend.status([dom])[rec.uuid])
+        self._note_status(rec, created)
         self._transition(rec, "paused")
         if activate:
             self._activate(rec, dom)
 
-    def _activate(self, rec: Record, dom: B.Domain) -> None:
+    def _activate(self, rec: Record, dom: Domain) -> None:
         """domainmgr doActivateTail: backend tuning + unpause, then confirm it runs."""
         backend = self.backend(rec.brand)
         self._transition(rec, "booting")
@@ -244,25 +277,15 @@ class Engine:
             self._quietly(backend.release, dom)
             self._fail(rec, f"unpause failed: {exc}")
             raise BackendError(f"domain {rec.uuid}: unpause failed: {exc}") from None
-        holder = {"st": verified} if isinstance(verified, B.Status) else {}
-
-        def settled():
-            if "st" in holder and holder["st"].state != B.PAUSED:
-                return True
-            holder["st"] = backend.status([dom])[rec.uuid]
-            return holder["st"].state != B.PAUSED
-
-        settled_ok = B.wait_until(settled, self._num("activate_timeout", 10))
-        st = holder["st"]
         rec.runtime["boot_timestamp"] = _now_iso()
-        if settled_ok and st.state == B.RUNNING:
-            self._note_status(rec, st)
+        if verified.state == RUNNING:
+            self._note_status(rec, verified)
             self._transition(rec, "running")
-        elif st.state == B.SHUTDOWN:  # ran and ended at once (a container whose program exits)
+        elif verified.state == SHUTDOWN:  # ran and ended at once (a container whose program exits)
             self._transition(rec, "running")
-            self._finish_gone(rec, dom, st, "exited by itself")  # noqa: stopped, not failed
+            self._finish_gone(rec, dom, verified, "exited by itself")  # stopped, not failed
         else:
-            msg = st.error or ("still paused after unpause" if not settled_ok else f"backend reports {st.state}")
+            msg = verified.error or f"backend reports {verified.state} after unpause"
             self._quietly(backend.destroy, dom)
             self._quietly(backend.release, dom)
             self._fail(rec, f"did not start: {msg}")
@@ -279,7 +302,7 @@ class Engine:
         return not st or not st[rec.uuid].gone
 
     @staticmethod
-    def _note_status(rec: Record, st: B.Status) -> None:
+    def _note_status(rec: Record, st: Status) -> None:
         rec.runtime["domain_id"] = st.domain_id
         rec.runtime["pid"] = st.pid
 
@@ -304,47 +327,50 @@ class Engine:
             return rec, True
 
     def _stop(self, rec: Record, force: bool, timeout: float | None, impatient: bool = False) -> None:
-        """The ladder: graceful request, wait; forced request, wait; destroy, wait. Returns once gone."""
+        """Climb STOP_LADDER until the domain is gone; fail the record when even destroy leaves it there."""
         backend = self.backend(rec.brand)
         dom = self.domain(rec)
-        budget = rec.config.get("stop_timeout", backend.default_stop_timeout) if timeout is None else timeout
-        force_budget = self._num("force_timeout", 10)
-        if impatient:  # delete: domainmgr's impatient doInactivate, shortened further
-            budget, force_budget = min(budget, 6), min(force_budget, 6)
         running = rec.state in ("running", "booting", "stopping")
         self._transition(rec, "stopping")
-        gone = False
-        if running and not force and budget > 0:
-            err = self._try(backend.shutdown, dom, False)
-            self._event(rec, "stop.graceful_sent", timeout=budget, **({"error": err} if err else {}))
-            if err:  # the request itself was refused (e.g. no PV drivers): nothing to wait for
-                self._say(f"graceful shutdown of {rec.uuid} refused ({err}); forcing")
-            else:
-                self._say(f"asked {rec.uuid} to shut down; waiting up to {budget:g}s")
-                gone = backend.wait_gone(dom, budget)
-        if running and not gone:
-            err = self._try(backend.shutdown, dom, True)
-            self._event(rec, "stop.forced", timeout=force_budget, **({"error": err} if err else {}))
-            gone = backend.wait_gone(dom, force_budget)
+        started = time.monotonic()
+        gone, last_error = False, None
+        for rung in STOP_LADDER:
+            if rung.needs_running and not running:
+                continue
+            budget = self._budget(rung, rec, timeout)
+            if impatient:
+                budget = min(budget, IMPATIENT_BUDGET)
+            if rung.name == GRACEFUL and (force or budget <= 0):
+                continue
+            t0 = time.monotonic()
+            last_error = self._try(rung.send, backend, dom, budget)
+            self._event(rec, rung.event, timeout=budget, **({"error": last_error} if last_error else {}))
+            if last_error and rung.needs_running:  # refused (e.g. no PV drivers): nothing to wait for
+                self._say(f"{rung.name} stop of {rec.uuid} refused ({last_error}); next rung")
+                continue
+            self._say(f"{rung.name} stop of {rec.uuid} sent; waiting up to {budget:g}s")
+            gone = backend.wait_gone(dom, max(0.0, budget - (time.monotonic() - t0)))
+            if gone:
+                break
+        elapsed = round(time.monotonic() - started, 3)
         if not gone:
-            err = self._try(backend.destroy, dom)
-            self._event(rec, "stop.destroyed", **({"error": err} if err else {}))
-            gone = backend.wait_gone(dom, self._num("destroy_timeout", 10))
-            if not gone:
-                self.store.save(rec)
-                self._fail(rec, "could not destroy the domain: it is still there after destroy")
-                raise Timeout(f"domain {rec.uuid} is still present after destroy ({err or 'no error reported'})")
-            st = B.Status(B.ABSENT)
-        else:
-            st = backend.status([dom])[rec.uuid]
-        self._finish_gone(rec, dom, st, "stopped by eveadm")
+            self.store.save(rec)
+            self._fail(rec, "could not destroy the domain: it is still there after destroy")
+            raise Timeout(f"domain {rec.uuid} is still present after destroy ({last_error or 'no error reported'})")
+        self._event(rec, "stop.gone", seconds=elapsed)
+        self._finish_gone(rec, dom, backend.status([dom])[rec.uuid], "stopped by eveadm")
 
-    def _finish_gone(self, rec: Record, dom: B.Domain, st: B.Status, reason: str, failure: str | None = None) -> None:
+    def _budget(self, rung: Rung, rec: Record, timeout: float | None) -> float:
+        if rung.budget_setting is None:  # stop -t, else the payload's stop_timeout (normalize sets it)
+            return float(rec.config["stop_timeout"] if timeout is None else timeout)
+        return self._num(rung.budget_setting, rung.default_budget)
+
+    def _finish_gone(self, rec: Record, dom: Domain, st: Status, reason: str, failure: str | None = None) -> None:
         """The domain no longer runs: clean up what remains and record how it ended
         (`failure` set: failed with that error; else stopped with `reason`)."""
         backend = self.backend(rec.brand)
-        if st.state != B.ABSENT:  # e.g. QEMU idling in 'shutdown', an exited container's state
-            err = self._try(backend.destroy, dom)
+        if st.state != ABSENT:  # e.g. QEMU idling in 'shutdown', an exited container's state
+            err = self._try(backend.destroy, dom, self._num("destroy_timeout", 10))
             if err and not failure:
                 failure = f"ended, but destroying what remains failed: {err}"
         self._quietly(backend.release, dom)
@@ -359,6 +385,7 @@ class Engine:
 
     @staticmethod
     def _try(fn, *args) -> str | None:
+        """Run a primitive; its error as one line, or None."""
         try:
             fn(*args)
             return None
@@ -400,7 +427,13 @@ class Engine:
             dom = self.domain(rec)
             if self._present(rec):
                 self._stop(rec, force=False, timeout=None, impatient=True)
-            removed = list(backend.release(dom, delete=True) or [])
+            try:
+                removed = list(backend.release(dom, delete=True) or [])
+            except EveadmError as exc:  # e.g. a PCI device that left the host: say so, delete anyway
+                self.warnings.append(f"domain {uuid}: {exc}")
+                removed = []
+            import shutil
+
             for path in (dom.data_dir, dom.run_dir):
                 if path.exists():
                     shutil.rmtree(path, ignore_errors=True)
@@ -436,8 +469,9 @@ class Engine:
             return rec, live, restart
 
     # -- truth on read -------------------------------------------------------------------------
-    def reconcile(self, recs: list[Record]) -> None:
-        """Ask each backend ONCE about all its active domains; record what changed."""
+    def reconcile(self, recs: list[Record], note_ids: bool = True) -> None:
+        """Ask each backend ONCE about all its active domains; record what changed (with note_ids,
+        also refresh the pid / domain id shown, which a listing of states only does not need)."""
         by_brand: dict[str, list[Record]] = {}
         for rec in recs:
             if rec.state in ACTIVE:
@@ -450,21 +484,21 @@ class Engine:
                 self.warnings.append(f"cannot verify {brand} domains: {exc}")
                 continue
             for rec in group:
-                st = statuses.get(rec.uuid, B.Status(B.ABSENT))
+                st = statuses.get(rec.uuid, Status(ABSENT))
                 if self._disagrees(rec, st):
                     self._settle(rec, st)
-                elif st.state in (B.RUNNING, B.PAUSED) and (st.domain_id, st.pid) != (
+                elif note_ids and st.state in (RUNNING, PAUSED) and (st.domain_id, st.pid) != (
                         rec.runtime.get("domain_id"), rec.runtime.get("pid")):
                     rec.runtime["domain_id"], rec.runtime["pid"] = st.domain_id, st.pid
 
     @staticmethod
-    def _disagrees(rec: Record, st: B.Status) -> bool:
+    def _disagrees(rec: Record, st: Status) -> bool:
         if st.gone:
             return True
         # states a command passes through while it holds the lock; seen unlocked, that command died
         return rec.state in ("provisioning", "booting", "stopping")
 
-    def _settle(self, rec: Record, st: B.Status) -> None:
+    def _settle(self, rec: Record, st: Status) -> None:
         """Record a change the backend reported, unless a command is working on the domain now."""
         try:
             with self.store.lock(rec.uuid, 0):
@@ -473,13 +507,12 @@ class Engine:
                     return
                 if (fresh.state, fresh.modified) != (rec.state, rec.modified):
                     st = None  # a command changed it since we asked the backend: ask again
-                rec.__init__(fresh.uuid, fresh.alias, fresh.brand, fresh.state, fresh.config, fresh.runtime,
-                             fresh.backend, fresh.created, fresh.modified)
+                rec.replace_with(fresh)
                 self._reconcile_locked(rec, st)
         except LockHeld:
             pass
 
-    def _reconcile_locked(self, rec: Record, st: B.Status | None = None) -> None:
+    def _reconcile_locked(self, rec: Record, st: Status | None = None) -> None:
         """With the lock held: bring the record in line with the backend."""
         if rec.state not in ACTIVE:
             return
@@ -493,19 +526,20 @@ class Engine:
         if st.gone:
             if rec.state == "stopping":  # a stop was interrupted after the domain went away
                 self._finish_gone(rec, dom, st, "stopped by eveadm")
-            elif st.state == B.SHUTDOWN:
-                ended = "exited by itself" if rec.brand == "container" else "powered off by itself"
+            elif st.state == SHUTDOWN:
+                family = brand_facts(rec.brand).family
+                ended = "exited by itself" if family == CONTAINER else "powered off by itself"
                 if st.exit_status:
                     ended += f" (status {st.exit_status})"
                 self._finish_gone(rec, dom, st, ended)
-            elif st.state == B.CRASHED:
+            elif st.state == CRASHED:
                 self._finish_gone(rec, dom, st, "crashed", failure=st.error or "crashed")
             elif rec.state == "provisioning":
                 self._finish_gone(rec, dom, st, "", failure="create was interrupted before the domain existed")
             else:
                 self._finish_gone(rec, dom, st, "", failure=st.error or f"domain vanished: {rec.brand} no longer "
                                                                         "knows it (destroyed outside eveadm?)")
-        elif rec.state == "booting" and st.state == B.RUNNING:
+        elif rec.state == "booting" and st.state == RUNNING:
             # a start died after the unpause: it runs, so record that
             self._note_status(rec, st)
             self._transition(rec, "running", reason="found running after an interrupted start")
@@ -539,9 +573,18 @@ class Engine:
             out["console_log"] = str(log)
         return out
 
-    def console_log(self, ident: str) -> Path | None:
+    def console_log(self, ident: str) -> "Path | None":
         rec = self.load(self.resolve(ident))
         return self.backend(rec.brand).console_log(self.domain(rec))
+
+    def console_log_text(self, ident: str, max_bytes: int = 256 * 1024) -> str | None:
+        """What the domain wrote to its console (None: no log yet)."""
+        rec = self.load(self.resolve(ident))
+        backend, dom = self.backend(rec.brand), self.domain(rec)
+        log = backend.console_log(dom)
+        if log is None or not log.exists():
+            return None
+        return backend.console_log_text(dom, max_bytes)
 
     def console(self, ident: str) -> int:
         rec = self.get(ident)
@@ -566,6 +609,8 @@ class Engine:
                         self._reconcile_locked(rec)
                         if rec.state == "failed" and self._present(rec):
                             self._stop(rec, force=True, timeout=0)
+        import shutil
+
         dirs = [path for parent in (self.ctx.root / "domains", self.ctx.run_root) if parent.is_dir()
                 for path in parent.iterdir() if schema.UUID_RE.match(path.name)]
         known = {uuid for uuid, _ in self.store.names()}  # read after listing: a create may be under way
@@ -576,25 +621,30 @@ class Engine:
                     shutil.rmtree(path, ignore_errors=True)
         return findings
 
+    def pci(self, action: str, address: str | None, brand: str) -> list[str]:
+        from .backends import PCI, brands
+
+        if brand not in brands() or not brands()[brand].has(PCI):
+            raise UsageError(f"brand {brand!r} does not assign PCI devices (brands that do: "
+                             f"{', '.join(n for n, f in brands().items() if f.has(PCI))})")
+        backend = self.backend(brand)
+        if action == "list":
+            return backend.pci_list()
+        if not address:
+            raise UsageError(f"pci {action} needs an address DDDD:BB:DD.F")
+        if not schema.PCI_RE.match(address):
+            raise UsageError(f"{address!r} is not a PCI address DDDD:BB:DD.F (lowercase hex)")
+        if action == "assignable-add":
+            backend.pci_assignable_add(address)
+        elif action == "assignable-remove":
+            backend.pci_assignable_remove(address)
+        else:
+            raise UsageError(f"unknown pci action {action!r}")
+        return [address]
+
     def render(self, payload) -> str:
         self._raise_report(self.check_payload(payload, "create"), "create")
         cfg = schema.normalize(payload)
         rec = Record(cfg["uuid"], cfg.get("alias"), cfg["brand"], "stopped", cfg, {}, {}, 0, 0)
         return self.backend(cfg["brand"]).render(self.domain(rec))
 
-
-def to_dict(rec: Record) -> dict:
-    """A domain as `get` shows it: its config, then its read-only runtime properties."""
-    out = dict(rec.config)
-    rt = rec.runtime
-    out["state"] = rec.state
-    for key in ("domain_id", "pid", "boot_timestamp", "exit_status", "exit_timestamp", "tried_count",
-                "boot_failed", "pending_restart"):
-        if rt.get(key) is not None and rt.get(key) != []:
-            out[key] = rt[key]
-    if rt.get("error"):
-        out["error"] = rt["error"]
-    out["create_timestamp"] = iso(rec.created)
-    out["last_modified"] = iso(rec.modified)
-    out["backend"] = rec.backend
-    return out

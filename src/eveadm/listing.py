@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from .errors import UsageError
+from .schema import LazyPattern
 
 # field -> (header, minimum width)
 LIST_FIELDS = {
@@ -36,7 +37,7 @@ LIST_FIELDS = {
 DEFAULT_COLUMNS = ["uuid", "type", "ram", "state", "alias"]
 DEFAULT_SORT = ["ram", "uuid"]
 
-_NESTED_RE = re.compile(
+_NESTED_RE = LazyPattern(
     r"^(?:(disks)\.(\*|\d+)\.(path|format|media|model|readonly|boot|size|preserve)"
     r"|(nics)\.(\*|\d+)\.(mac|bridge|model|vif|mtu)"
     r"|(pci_devices)\.(\*|\d+)\.(address)"
@@ -44,11 +45,22 @@ _NESTED_RE = re.compile(
     r"|(error)\.(message|time))$"
 )
 
-TYPES = {"kvm": "KVM", "xen": "XEN", "container": "CONT", "rkt": "RKT", "null": "NULL"}
+def type_code(brand: str | None) -> str:
+    from .backends import brands
+
+    facts = brands().get(brand)
+    return facts.type_code if facts else "?"
+
+
+def type_codes() -> dict[str, str]:
+    """brand -> type code, for listings that label many rows."""
+    from .backends import brands
+
+    return {name: facts.type_code for name, facts in brands().items()}
 
 
 def add_fake_fields(obj: dict) -> dict:
-    obj["type"] = TYPES.get(obj.get("brand"), "?")
+    obj["type"] = type_code(obj.get("brand"))
     return obj
 
 
@@ -154,6 +166,8 @@ def sort_objects(objs: list[dict], fields: list[str]) -> list[dict]:
 
 
 def cell(value, parsable: bool) -> str:
+    if value.__class__ is str and value:  # the common case, first: a listing runs this per cell
+        return value
     if value is _MISSING or value is None or value is False or value == "" or value == [] or value == {}:
         return "" if parsable else "-"
     if isinstance(value, (dict, list)):
@@ -168,14 +182,18 @@ def header_of(field: str) -> tuple[str, int]:
 
 
 def format_table(objs: list[dict], columns: list[str], parsable: bool = False, header: bool = True) -> str:
+    # one getter per column, chosen once: a listing of thousands of rows runs this in its inner loop
+    getters = [(lambda o, c=c: o.get(c, MISSING)) if "." not in c else (lambda o, c=c: value_at(o, c))
+               for c in columns]
     lines = []
     if parsable:
         for o in objs:
-            lines.append(":".join(cell(value_at(o, c), True) for c in columns))
+            lines.append(":".join(cell(get(o), True) for get in getters))
         return "\n".join(lines) + ("\n" if lines else "")
     widths = [header_of(c)[1] for c in columns]
     if header:
         lines.append("  ".join(h.ljust(w) for h, w in zip((header_of(c)[0] for c in columns), widths)).rstrip())
+    pairs = list(zip(getters, widths))
     for o in objs:
-        lines.append("  ".join(cell(value_at(o, c), False).ljust(w) for c, w in zip(columns, widths)).rstrip())
+        lines.append("  ".join(cell(get(o), False).ljust(w) for get, w in pairs).rstrip())
     return "\n".join(lines) + ("\n" if lines else "")

@@ -1,5 +1,6 @@
 """The Python API: `eveadm.Node(root=...)`, the same operations as the CLI, plain dicts out.
 
+It is the only door to the engine: the CLI and the agent use nothing else.
 Errors are the typed exceptions of eveadm.errors (ValidationError, NotFound,
 Conflict, Timeout, BackendError), which the CLI maps to its exit codes.
 """
@@ -9,43 +10,84 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
-from typing import Iterator
 
 from . import listing, schema
-from .lifecycle import Engine, to_dict
+from .lifecycle import Engine
+from .store import Record, iso
+
+# runtime facts `get` shows after the config, when set
+RUNTIME_FIELDS = ("domain_id", "pid", "boot_timestamp", "exit_status", "exit_timestamp", "tried_count",
+                  "boot_failed", "pending_restart")
+# what `list` can show without decoding a record's JSON (stored columns)
+SUMMARY_FIELDS = ("uuid", "alias", "brand", "state", "ram", "type")
 
 
-def default_root() -> Path:
+TYPE_CHECKING = False  # typing and pathlib cost CLI start-up; annotations are never evaluated
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+
+def default_root() -> str:
     """--root, else $EVEADM_ROOT, else /var/lib/eveadm (root) or $XDG_STATE_HOME/eveadm."""
     env = os.environ.get("EVEADM_ROOT")
     if env:
-        return Path(env)
+        return env
     if os.geteuid() == 0:
-        return Path("/var/lib/eveadm")
+        return "/var/lib/eveadm"
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(state) / "eveadm"
+    return os.path.join(state, "eveadm")
+
+
+def to_dict(rec: Record) -> dict:
+    """A domain as `get` shows it: its config, then its read-only runtime properties."""
+    out = dict(rec.config)
+    rt = rec.runtime
+    out["state"] = rec.state
+    for key in RUNTIME_FIELDS:
+        if rt.get(key) is not None and rt.get(key) != []:
+            out[key] = rt[key]
+    if rt.get("error"):
+        out["error"] = rt["error"]
+    out["create_timestamp"] = iso(rec.created)
+    out["last_modified"] = iso(rec.modified)
+    out["backend"] = rec.backend
+    return out
 
 
 class Node:
-    def __init__(self, root: str | os.PathLike | None = None, run_root: str | os.PathLike | None = None):
-        self.root = Path(root) if root else default_root()
-        env_run = os.environ.get("EVEADM_RUN_ROOT")
-        self.engine = Engine(self.root, Path(run_root) if run_root else (Path(env_run) if env_run else None))
+    def __init__(self, root: str | os.PathLike | None = None, run_root: str | os.PathLike | None = None,
+                 backends: dict | None = None):
+        """`backends` maps a brand to a Backend instance to use instead of the registry's (tests)."""
+        self.engine = Engine(root or default_root(), run_root or os.environ.get("EVEADM_RUN_ROOT") or None,
+                             backends)
+        # whether the last start/stop changed anything (False: it was already running / stopped)
+        self.changed = False
+
+    @property
+    def root(self) -> Path:
+        """The state root."""
+        return self.engine.ctx.root
 
     @property
     def warnings(self) -> list[str]:
         return self.engine.warnings
+
+    def on_progress(self, callback) -> None:
+        """callback(str) receives human progress lines (waits, retries); the CLI prints them on stderr."""
+        self.engine.progress = callback
 
     # -- lifecycle -------------------------------------------------------------
     def create(self, payload: dict, paused: bool = False) -> dict:
         return to_dict(self.engine.create(payload, paused=paused))
 
     def start(self, uuid: str) -> dict:
-        return to_dict(self.engine.start(uuid)[0])
+        rec, self.changed = self.engine.start(uuid)
+        return to_dict(rec)
 
     def stop(self, uuid: str, force: bool = False, timeout: float | None = None) -> dict:
-        return to_dict(self.engine.stop(uuid, force=force, timeout=timeout)[0])
+        rec, self.changed = self.engine.stop(uuid, force=force, timeout=timeout)
+        return to_dict(rec)
 
     def reboot(self, uuid: str, force: bool = False) -> dict:
         return to_dict(self.engine.reboot(uuid, force=force))
@@ -69,24 +111,66 @@ class Node:
         return self.engine.render(payload)
 
     # -- reads ------------------------------------------------------------------
+    def resolve(self, ident: str) -> str:
+        """A UUID or a unique alias -> the domain's UUID (NotFound, Conflict when ambiguous)."""
+        return self.engine.resolve(ident)
+
     def get(self, uuid: str) -> dict:
         return to_dict(self.engine.get(uuid))
 
-    def list(self, filters: list[str] | None = None, sort: list[str] | None = None) -> list[dict]:
-        """Domains as `get` shows them (plus `type`), filtered and sorted as `eveadm list` does."""
+    def list(self, filters: list[str] | None = None, sort: list[str] | None = None,
+             fields: list[str] | None = None) -> list[dict]:
+        """Domains as `get` shows them (plus `type`), filtered and sorted as `eveadm list` does.
+
+        With `fields` (the columns the caller will show), a listing whose columns, filters and
+        sort keys are all stored columns reads no record's JSON: each object then has just those
+        keys."""
         matchers = listing.parse_filters(filters or [])
         sort = sort or listing.DEFAULT_SORT
         for field in sort:  # every key is checked before anything is read or reconciled
             listing.check_column(field.lstrip("+-"), "sort")
-        objs = [listing.add_fake_fields(to_dict(r)) for r in self.engine.list()]
+        keys = {k for k, _ in matchers} | {f.lstrip("+-") for f in sort} | set(fields or ())
+        if fields is not None and keys <= set(SUMMARY_FIELDS):
+            objs = self._summaries()
+        else:
+            objs = [listing.add_fake_fields(to_dict(r)) for r in self.engine.list()]
         objs = [o for o in objs if listing.matches(o, matchers)]
         return listing.sort_objects(objs, sort)
 
+    def _summaries(self) -> list[dict]:
+        """The stored columns of every domain, after verifying the active ones with their backends."""
+        recs = self.engine.store.all(columns_only=True)
+        self.engine.reconcile(recs, note_ids=False)
+        codes = listing.type_codes()
+        return [{"uuid": r.uuid, "alias": r.alias, "brand": r.brand, "state": r.state, "ram": r.ram,
+                 "type": codes.get(r.brand, "?")} for r in recs]
+
     def lookup(self, filters: list[str] | None = None) -> list[str]:
-        return [o["uuid"] for o in self.list(filters)]
+        return [o["uuid"] for o in self.list(filters, fields=["uuid"])]
+
+    def names(self) -> list[tuple[str, str | None]]:
+        """(uuid, alias) of every domain, unverified (for shell completion)."""
+        return self.engine.store.names()
 
     def info(self, uuid: str) -> dict:
         return self.engine.info(uuid)
+
+    def console(self, uuid: str) -> int:
+        """Attach this process's terminal to the domain's console; returns an exit code."""
+        return self.engine.console(uuid)
+
+    def console_log(self, uuid: str) -> Path | None:
+        return self.engine.console_log(uuid)
+
+    def log_tail(self, uuid: str, lines: int) -> str:
+        """The last `lines` lines of the domain's kept console log."""
+        from .errors import EveadmError
+
+        data = self.engine.console_log_text(uuid)
+        if data is None:
+            raise EveadmError(f"domain {uuid} has no console log yet")
+        kept = data.splitlines()[-lines:] if lines > 0 else []
+        return "\n".join(kept) + ("\n" if kept else "")
 
     def events(self, uuid: str | None = None, follow: bool = False, after: int = 0,
                poll: float = 0.1) -> Iterator[dict]:
@@ -103,3 +187,20 @@ class Node:
                 return
             if not batch:
                 time.sleep(poll)  # following a journal: wait for the next write
+
+    def last_event_id(self) -> int:
+        return self.engine.store.last_event_id()
+
+    def record_event(self, uuid: str, etype: str, data: dict) -> None:
+        """Add an event that changes no record (the agent's decisions)."""
+        rec = self.engine.store.get(uuid)
+        self.engine.store.append_event(uuid, rec.alias if rec else None, etype, data)
+
+    # -- host -------------------------------------------------------------------
+    def pci(self, action: str, address: str | None = None, brand: str = "xen") -> list[str]:
+        """`list` -> the addresses assignable for `brand`; `assignable-add` / `assignable-remove ADDR`."""
+        return self.engine.pci(action, address, brand)
+
+    def doctor(self, fix: bool = False) -> list[str]:
+        """Drift between records and reality, one line per finding; with fix, repaired."""
+        return self.engine.doctor(fix=fix)

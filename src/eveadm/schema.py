@@ -13,17 +13,32 @@ from __future__ import annotations
 import os
 import re
 
-BRANDS = ("kvm", "xen", "container", "rkt", "null")
-UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-ALIAS_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-CPUS_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
-MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-PCI_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
-IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+from . import backends
 
-VM_BRANDS = ("kvm", "xen")
-CONTAINER_BRANDS = ("container", "rkt")
+
+
+class LazyPattern:
+    """A regular expression compiled on first use: compiling them all cost every command's start-up."""
+
+    __slots__ = ("pattern", "_compiled")
+
+    def __init__(self, pattern: str):
+        self.pattern = pattern
+        self._compiled = None
+
+    def match(self, text: str):
+        if self._compiled is None:
+            self._compiled = re.compile(self.pattern)
+        return self._compiled.match(text)
+
+
+UUID_RE = LazyPattern(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+ALIAS_RE = LazyPattern(r"^[A-Za-z0-9._-]{1,64}$")
+CPUS_RE = LazyPattern(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+MAC_RE = LazyPattern(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+PCI_RE = LazyPattern(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+IFNAME_RE = LazyPattern(r"^[A-Za-z0-9_.-]{1,15}$")
+ENV_KEY_RE = LazyPattern(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # Update modes: "live" applies at once; "restart" is stored and takes effect at the next start;
 # "stopped" may change only while the domain is stopped; None: cannot be changed after create.
@@ -31,10 +46,12 @@ LIVE, RESTART, STOPPED = "live", "restart", "stopped"
 
 
 class Prop:
-    def __init__(self, check, update=RESTART, brands=None, default=None):
+    """A payload property: its check, when it may change, and its default. Which brands accept it,
+    and their own defaults, are brand facts (eveadm.backends)."""
+
+    def __init__(self, check, update=RESTART, default=None):
         self.check = check  # fn(value, path, errors) -> None
         self.update = update
-        self.brands = brands  # None = every brand
         self.default = default  # value or fn(config) -> value; None = absent
 
 
@@ -207,44 +224,42 @@ def _image(v, path, errs):
         errs.append((path, "must be a rootfs directory, oci:DIR[:TAG], or (rkt) an image hash"))
 
 
-def _default_stop_timeout(cfg):
-    return 10 if cfg.get("brand") in CONTAINER_BRANDS else 60
-
-
-def _default_virt_mode(cfg):
-    return {"xen": "pvh", "kvm": "hvm"}.get(cfg.get("brand"))
+def _brand(v, path, errs):
+    known = backends.brands()
+    if v not in known:
+        errs.append((path, "must be one of " + ", ".join(known)))
 
 
 PROPERTIES: dict[str, Prop] = {
     "uuid": Prop(_str(UUID_RE, what="a lowercase UUID"), update=None),
     "alias": Prop(_str(ALIAS_RE, 64, "1-64 of A-Z a-z 0-9 . _ -"), update=LIVE),
-    "brand": Prop(_enum(*BRANDS), update=None),
+    "brand": Prop(_brand, update=None),
     "vcpus": Prop(_int(1, 256), default=1),
     "ram": Prop(_int(16, 16 * 1024 * 1024), default=256),
     "max_ram": Prop(_int(16, 16 * 1024 * 1024)),
     "cpus": Prop(_cpus),
-    "virt_mode": Prop(_enum("pv", "pvh", "hvm", "fml"), brands=VM_BRANDS, default=_default_virt_mode),
-    "kernel": Prop(_existing_file, brands=VM_BRANDS),
-    "initrd": Prop(_existing_file, brands=VM_BRANDS),
-    "cmdline": Prop(_str(max_len=4096, allow_empty=True), brands=VM_BRANDS),
-    "firmware": Prop(_existing_file, brands=VM_BRANDS),
+    "virt_mode": Prop(_enum("pv", "pvh", "hvm", "fml")),
+    "kernel": Prop(_existing_file),
+    "initrd": Prop(_existing_file),
+    "cmdline": Prop(_str(max_len=4096, allow_empty=True)),
+    "firmware": Prop(_existing_file),
     "disks": Prop(_list_of(_disk), default=lambda cfg: []),
     "nics": Prop(_list_of(_nic), default=lambda cfg: []),
-    "pci_devices": Prop(_list_of(_pci), update=STOPPED, brands=("kvm", "xen", "rkt", "null"), default=lambda cfg: []),
-    "vnc_port": Prop(_int(-1, 65535), brands=VM_BRANDS + ("null",), default=-1),
-    "vnc_password": Prop(_str(max_len=8), brands=VM_BRANDS + ("null",)),
-    "image": Prop(_image, update=None, brands=CONTAINER_BRANDS + ("null",)),
-    "cmd": Prop(_str_list, brands=("container", "null")),
-    "env": Prop(_flat_object("str"), brands=CONTAINER_BRANDS + ("null",), default=lambda cfg: {}),
-    "workdir": Prop(_abspath, brands=("container", "null")),
-    "terminal": Prop(_bool, brands=("container",), default=False),
-    "readonly_root": Prop(_bool, brands=("container",), default=False),
-    "accel": Prop(_enum("auto", "kvm", "tcg"), brands=("kvm",), default="auto"),
-    "machine": Prop(_enum("q35", "pc"), brands=("kvm",), default="q35"),
+    "pci_devices": Prop(_list_of(_pci), update=STOPPED, default=lambda cfg: []),
+    "vnc_port": Prop(_int(-1, 65535), default=-1),
+    "vnc_password": Prop(_str(max_len=8)),
+    "image": Prop(_image, update=None),
+    "cmd": Prop(_str_list),
+    "env": Prop(_flat_object("str"), default=lambda cfg: {}),
+    "workdir": Prop(_abspath),
+    "terminal": Prop(_bool, default=False),
+    "readonly_root": Prop(_bool, default=False),
+    "accel": Prop(_enum("auto", "kvm", "tcg"), default="auto"),
+    "machine": Prop(_enum("q35", "pc"), default="q35"),
     "cloud_init": Prop(_object({"user_data": _str(allow_empty=True, multiline=True),
                                 "meta_data": _str(allow_empty=True, multiline=True)})),
     "autoboot": Prop(_bool, update=LIVE, default=True),
-    "stop_timeout": Prop(_int(0, 86400), update=LIVE, default=_default_stop_timeout),
+    "stop_timeout": Prop(_int(0, 86400), update=LIVE, default=60),
     "on_crash": Prop(_enum("halt", "restart"), update=LIVE, default="halt"),
     "customer_metadata": Prop(_flat_object(), update=None, default=lambda cfg: {}),
     "tags": Prop(_flat_object(), update=None, default=lambda cfg: {}),
@@ -286,6 +301,7 @@ def check_create(payload) -> dict:
     brand = payload.get("brand")
     if "brand" not in payload:
         report["missing_properties"].append("brand")
+    facts = backends.brands().get(brand) if isinstance(brand, str) else None
     errs: list = []
     for key, value in payload.items():
         prop = PROPERTIES.get(key)
@@ -293,15 +309,13 @@ def check_create(payload) -> dict:
             report["bad_properties"].append(key)
             continue
         prop.check(value, key, errs)
-        if prop.brands and brand in BRANDS and brand not in prop.brands:
+        if facts and not facts.accepts(key):
             errs.append((key, f"does not apply to brand {brand}"))
-    if brand in CONTAINER_BRANDS and "image" not in payload:
-        report["missing_properties"].append("image")
+    if facts:
+        report["missing_properties"] += [key for key in facts.required if key not in payload]
     ram, max_ram = payload.get("ram", 256), payload.get("max_ram")
     if isinstance(max_ram, int) and isinstance(ram, int) and max_ram < ram:
         errs.append(("max_ram", f"must be at least ram ({ram})"))
-    if brand == "kvm" and payload.get("virt_mode") in ("pv", "pvh"):
-        errs.append(("virt_mode", "brand kvm supports hvm and fml"))
     _check_all_unique(payload, errs)
     _add_bad(report, errs)
     return report
@@ -343,7 +357,8 @@ def check_update(payload, brand: str | None = None) -> dict:
             errs.append((key, f"cannot be changed after create{hint}"))
         else:
             prop.check(value, key, errs)
-            if prop.brands and brand and brand not in prop.brands:
+            facts = backends.brands().get(brand) if brand else None
+            if facts and not facts.accepts(key):
                 errs.append((key, f"does not apply to brand {brand}"))
     if not payload:
         report["bad_values"].append({"property": "", "message": "nothing to update"})
@@ -380,15 +395,14 @@ def normalize(payload: dict) -> dict:
         import uuid  # lazily: only create needs it
 
         cfg["uuid"] = str(uuid.uuid4())
-    brand = cfg["brand"]
+    facts = backends.facts(cfg["brand"])
     for key, prop in PROPERTIES.items():
-        if key in cfg or prop.default is None:
+        if key in cfg or not facts.accepts(key):
             continue
-        if prop.brands and brand not in prop.brands:
-            continue
-        value = prop.default(cfg) if callable(prop.default) else prop.default
-        if value is not None:
-            cfg[key] = value
+        if key in facts.defaults:
+            cfg[key] = facts.defaults[key]
+        elif prop.default is not None:
+            cfg[key] = prop.default(cfg) if callable(prop.default) else prop.default
     cfg["disks"] = [_normalize_disk(d) for d in cfg["disks"]]
     cfg["nics"] = [_normalize_nic(n) for n in cfg["nics"]]
     return cfg

@@ -17,11 +17,11 @@ import sqlite3
 import sys
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
-from .errors import EveadmError, LockHeld
+from . import faults
+from .errors import EveadmError, LockHeld, NotFound
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry migrates from version i to i+1. Append; never edit a shipped step.
 MIGRATIONS = [
@@ -48,6 +48,11 @@ MIGRATIONS = [
     );
     CREATE INDEX events_uuid ON events(uuid, id);
     """,
+    # 2: what `list` shows by default is a column, so a listing decodes no JSON
+    """
+    ALTER TABLE domains ADD COLUMN ram INTEGER;
+    UPDATE domains SET ram = json_extract(config, '$.ram');
+    """,
 ]
 
 
@@ -59,25 +64,81 @@ def iso(ts: float | None) -> str | None:
 
 
 class Record:
-    """One domain as stored."""
+    """One domain as stored. `config`, `runtime` and `backend` are decoded from their JSON on first
+    use, so reading many records to list a few columns costs no JSON work."""
 
-    __slots__ = ("uuid", "alias", "brand", "state", "config", "runtime", "backend", "created", "modified")
+    __slots__ = ("uuid", "alias", "brand", "state", "created", "modified", "_texts", "_config", "_runtime",
+                 "_backend", "_ram")
 
     def __init__(self, uuid, alias, brand, state, config, runtime, backend, created, modified):
         self.uuid, self.alias, self.brand, self.state = uuid, alias, brand, state
-        self.config, self.runtime, self.backend = config, runtime, backend
+        self._config, self._runtime, self._backend = config, runtime, backend
+        self._texts = None  # (config, runtime, backend) JSON as stored, or a function that reads them
+        self._ram = None  # the stored ram column, when read with it
         self.created, self.modified = created, modified
 
     @classmethod
     def from_row(cls, row) -> "Record":
-        u, a, b, s, c, r, be, cr, mo = row
-        return cls(u, a, b, s, json.loads(c), json.loads(r), json.loads(be), cr, mo)
+        u, a, b, s, c, r, be, cr, mo, *ram = row
+        rec = cls(u, a, b, s, None, None, None, cr, mo)
+        rec._texts = (c, r, be)
+        rec._ram = ram[0] if ram else None
+        return rec
+
+    def replace_with(self, other: "Record") -> None:
+        """Take over another (fresher) read of the same domain."""
+        for name in self.__slots__:
+            setattr(self, name, getattr(other, name))
+
+    def _decoded(self, attr: str, index: int):
+        value = getattr(self, attr)
+        if value is None:
+            if callable(self._texts):  # read with its columns only: fetch the JSON now
+                self._texts = self._texts()
+            value = json.loads(self._texts[index])
+            setattr(self, attr, value)
+        return value
+
+    def text(self, attr: str, index: int) -> str:
+        """The JSON to store: the text read when the value was never decoded (so never changed)."""
+        value = getattr(self, attr)
+        if value is None and callable(self._texts):
+            self._texts = self._texts()
+        return self._texts[index] if value is None else json.dumps(value)
+
+    @property
+    def config(self) -> dict:
+        return self._decoded("_config", 0)
+
+    @config.setter
+    def config(self, value: dict) -> None:
+        self._config = value
+
+    @property
+    def runtime(self) -> dict:
+        return self._decoded("_runtime", 1)
+
+    @runtime.setter
+    def runtime(self, value: dict) -> None:
+        self._runtime = value
+
+    @property
+    def backend(self) -> dict:
+        return self._decoded("_backend", 2)
+
+    @backend.setter
+    def backend(self, value: dict) -> None:
+        self._backend = value
+
+    @property
+    def ram(self):
+        return self._ram if self._config is None and self._ram is not None else self.config.get("ram")
 
 
 class Store:
-    def __init__(self, root: Path):
-        self.root = Path(root)
-        self.db_path = self.root / "eveadm.db"
+    def __init__(self, root):
+        self.root = os.fspath(root)  # text: pathlib costs CLI start-up
+        self.db_path = os.path.join(self.root, "eveadm.db")
         self._db: sqlite3.Connection | None = None
 
     # -- connection and schema ------------------------------------------
@@ -88,10 +149,10 @@ class Store:
         return self._db
 
     def _open(self) -> sqlite3.Connection:
-        fresh = not self.db_path.exists()
+        fresh = not os.path.exists(self.db_path)
         if fresh:
             try:
-                self.root.mkdir(parents=True, exist_ok=True)
+                os.makedirs(self.root, exist_ok=True)
             except OSError as exc:
                 raise EveadmError(f"cannot create state root {self.root}: {exc.strerror}") from None
         try:
@@ -144,9 +205,26 @@ class Store:
         row = self.db.execute(f"SELECT {self._COLS} FROM domains WHERE uuid=?", (uuid,)).fetchone()
         return Record.from_row(row) if row else None
 
-    def all(self) -> list[Record]:
-        rows = self.db.execute(f"SELECT {self._COLS} FROM domains ORDER BY created, uuid").fetchall()
-        return [Record.from_row(r) for r in rows]
+    def all(self, columns_only: bool = False) -> list[Record]:
+        """Every record, oldest first. With columns_only, a record's JSON (config, runtime, backend) is
+        read from the database only if something asks for it: a listing of states needs none of it."""
+        if not columns_only:
+            rows = self.db.execute(f"SELECT {self._COLS}, ram FROM domains ORDER BY created, uuid").fetchall()
+            return [Record.from_row(r) for r in rows]
+        out = []
+        for u, a, b, s, cr, mo, ram in self.db.execute(
+                "SELECT uuid, alias, brand, state, created, modified, ram FROM domains ORDER BY created, uuid"):
+            rec = Record(u, a, b, s, None, None, None, cr, mo)
+            rec._texts = lambda u=u: self._texts_of(u)
+            rec._ram = ram
+            out.append(rec)
+        return out
+
+    def _texts_of(self, uuid: str) -> tuple[str, str, str]:
+        row = self.db.execute("SELECT config, runtime, backend FROM domains WHERE uuid=?", (uuid,)).fetchone()
+        if row is None:  # deleted since it was listed
+            raise NotFound(f"domain {uuid} was deleted meanwhile")
+        return row
 
     def by_alias(self, alias: str) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT uuid FROM domains WHERE alias=?", (alias,))]
@@ -159,30 +237,33 @@ class Store:
         rec.created = rec.modified = now
         with self.transaction() as db:
             db.execute(
-                f"INSERT INTO domains ({self._COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO domains ({self._COLS}, ram) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (rec.uuid, rec.alias, rec.brand, rec.state, json.dumps(rec.config), json.dumps(rec.runtime),
-                 json.dumps(rec.backend), now, now),
+                 json.dumps(rec.backend), now, now, rec.config.get("ram")),
             )
             if event:
                 self._event(db, now, rec, *event)
+        faults.point("store.insert")
 
     def save(self, rec: Record, events: list[tuple[str, dict]] = ()) -> None:
         now = time.time()
         rec.modified = now
         with self.transaction() as db:
             db.execute(
-                "UPDATE domains SET alias=?, state=?, config=?, runtime=?, backend=?, modified=? WHERE uuid=?",
-                (rec.alias, rec.state, json.dumps(rec.config), json.dumps(rec.runtime), json.dumps(rec.backend),
-                 now, rec.uuid),
+                "UPDATE domains SET alias=?, state=?, ram=?, config=?, runtime=?, backend=?, modified=? WHERE uuid=?",
+                (rec.alias, rec.state, rec.config.get("ram"), rec.text("_config", 0), rec.text("_runtime", 1),
+                 rec.text("_backend", 2), now, rec.uuid),
             )
             for etype, data in events:
                 self._event(db, now, rec, etype, data)
+        faults.point("store.save")
 
     def remove(self, rec: Record, event: tuple[str, dict]) -> None:
         now = time.time()
         with self.transaction() as db:
             db.execute("DELETE FROM domains WHERE uuid=?", (rec.uuid,))
             self._event(db, now, rec, *event)
+        faults.point("store.remove")
 
     # -- events ---------------------------------------------------------------
     @staticmethod
@@ -218,14 +299,14 @@ class Store:
         return row[0] or 0
 
     # -- locks ---------------------------------------------------------------
-    def lock_path(self, uuid: str) -> Path:
-        return self.root / "locks" / f"{uuid}.lock"
+    def lock_path(self, uuid: str) -> str:
+        return os.path.join(self.root, "locks", f"{uuid}.lock")
 
     @contextmanager
     def lock(self, uuid: str, timeout: float, what: str = ""):
         """Hold the domain's lock; wait up to `timeout` s, then raise LockHeld naming the holder."""
         path = self.lock_path(uuid)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         deadline = time.monotonic() + timeout
         delay = 0.01
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -270,15 +351,16 @@ class Store:
             os.close(fd)
 
     @staticmethod
-    def _holder(path: Path) -> str:
+    def _holder(path: str) -> str:
         try:
-            h = json.loads(path.read_text() or "{}")
+            with open(path) as fh:
+                h = json.loads(fh.read() or "{}")
             return f"held by pid {h['pid']} ({h['command']}) since {iso(h['since'])}"
         except (OSError, ValueError, KeyError):
             return "held by another eveadm process"
 
     def drop_lock_file(self, uuid: str) -> None:
         try:
-            self.lock_path(uuid).unlink()
+            os.unlink(self.lock_path(uuid))
         except FileNotFoundError:
             pass

@@ -5,7 +5,7 @@ import signal
 import subprocess
 import sys
 
-from eveadm.backends.base import BackendContext, wait_until
+from eveadm.backends.host import BackendContext, wait_until
 from eveadm.backends.null import NullBackend
 
 
@@ -45,7 +45,7 @@ def test_restart_backoff_grows_while_a_domain_keeps_crashing(tmp_path, monkeypat
     sim = NullBackend(BackendContext(tmp_path))
     clock = [1000.0]
     monkeypatch.setattr(agent_mod.time, "time", lambda: clock[0])
-    ag = agent_mod.Agent(node.engine, interval=0, log=lambda msg: None)
+    ag = agent_mod.Agent(node, interval=0, log=lambda msg: None)
     restarts = []
     for second in range(40):  # a guest that crashes again right after every restart
         clock[0] = 1000.0 + second

@@ -1,16 +1,31 @@
 """The whole CLI on the null brand: outputs, exit codes, lifecycle semantics."""
 
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+BRANDS_DIR = str(Path(__file__).resolve().parents[1] / "brands")
+TYPE_CODES = {"null": "NULL", "testbrand": "TEST"}
 
 
-def test_create_from_file_then_list_get_stop_start_update_delete(cli, tmp_path):
+@pytest.fixture(params=["null", "testbrand"])
+def brand(request, cli):
+    """The lifecycle cases run on the null brand and on a brand defined only in tests/brands/testbrand.py,
+    which reaches the CLI through the registry (EVEADM_BRAND_MODULES), as any new brand would."""
+    cli.env["PYTHONPATH"] = BRANDS_DIR + os.pathsep + cli.env["PYTHONPATH"]
+    cli.env["EVEADM_BRAND_MODULES"] = "testbrand"
+    return request.param
+
+
+def test_create_from_file_then_list_get_stop_start_update_delete(cli, brand, tmp_path):
     payload = tmp_path / "web.json"
-    payload.write_text(json.dumps({"brand": "null", "alias": "web1", "ram": 512, "vcpus": 2}))
+    payload.write_text(json.dumps({"brand": brand, "alias": "web1", "ram": 512, "vcpus": 2}))
     proc = cli.ok("create", "-f", payload)
     uuid = re.search(r"Successfully created domain (\S+)", proc.stderr).group(1)
     assert UUID_RE.match(uuid) and proc.stdout == ""
@@ -22,7 +37,7 @@ def test_create_from_file_then_list_get_stop_start_update_delete(cli, tmp_path):
 
     table = cli.ok("list").stdout.splitlines()
     assert table[0] == "UUID                                  TYPE  RAM      STATE             ALIAS"
-    assert table[1] == f"{uuid}  NULL  512      running           web1"
+    assert table[1] == f"{uuid}  {TYPE_CODES[brand]}  512      running           web1"
 
     proc = cli.ok("stop", "web1")
     assert f"Stopped domain {uuid}" in proc.stderr
@@ -44,20 +59,20 @@ def test_create_from_file_then_list_get_stop_start_update_delete(cli, tmp_path):
     assert cli.ok("list", "-H").stdout == ""
 
 
-def test_create_paused_then_start(cli):
-    dom = cli.create({"brand": "null"}, "--paused")
+def test_create_paused_then_start(cli, brand):
+    dom = cli.create({"brand": brand}, "--paused")
     assert dom["state"] == "paused"
     cli.ok("start", dom["uuid"])
     assert cli.json("get", dom["uuid"])["state"] == "running"
 
 
-def test_autoboot_false_leaves_domain_stopped(cli):
-    dom = cli.create({"brand": "null", "autoboot": False})
+def test_autoboot_false_leaves_domain_stopped(cli, brand):
+    dom = cli.create({"brand": brand, "autoboot": False})
     assert dom["state"] == "stopped"
 
 
-def test_noops_exit_zero_with_message(cli):
-    dom = cli.create({"brand": "null", "alias": "n"})
+def test_noops_exit_zero_with_message(cli, brand):
+    dom = cli.create({"brand": brand, "alias": "n"})
     proc = cli.ok("start", "n")
     assert "already running" in proc.stderr
     cli.ok("stop", "n")
@@ -66,22 +81,22 @@ def test_noops_exit_zero_with_message(cli):
     assert dom["uuid"] in proc.stderr
 
 
-def test_destroy_is_delete(cli):
-    dom = cli.create({"brand": "null"})
+def test_destroy_is_delete(cli, brand):
+    dom = cli.create({"brand": brand})
     cli.ok("destroy", dom["uuid"])
     assert cli("get", dom["uuid"]).returncode == 4
 
 
-def test_existing_uuid_conflicts(cli):
-    dom = cli.create({"brand": "null"})
-    proc = cli("create", input=json.dumps({"brand": "null", "uuid": dom["uuid"]}))
+def test_existing_uuid_conflicts(cli, brand):
+    dom = cli.create({"brand": brand})
+    proc = cli("create", input=json.dumps({"brand": brand, "uuid": dom["uuid"]}))
     assert proc.returncode == 5 and "already exists" in proc.stderr
 
 
 def test_create_retries_then_succeeds(cli):
     uuid = "11111111-2222-4333-8444-555555555555"
     cli.ok("create", input=json.dumps({"brand": "null", "uuid": uuid, "autoboot": False}))
-    from eveadm.backends.base import BackendContext
+    from eveadm.backends.host import BackendContext
     from eveadm.backends.null import NullBackend
 
     NullBackend(BackendContext(cli.root)).behave(uuid, fail_create=2)
@@ -95,7 +110,7 @@ def test_create_retries_then_succeeds(cli):
 def test_create_fails_after_three_tries(cli):
     uuid = "11111111-2222-4333-8444-555555555556"
     cli.ok("create", input=json.dumps({"brand": "null", "uuid": uuid, "autoboot": False}))
-    from eveadm.backends.base import BackendContext
+    from eveadm.backends.host import BackendContext
     from eveadm.backends.null import NullBackend
 
     NullBackend(BackendContext(cli.root)).behave(uuid, fail_create=3)
@@ -107,8 +122,8 @@ def test_create_fails_after_three_tries(cli):
     assert "simulated create failure" in dom["error"]["message"]
 
 
-def test_crash_is_reported_failed_on_next_get(cli):
-    dom = cli.create({"brand": "null"})
+def test_crash_is_reported_failed_on_next_get(cli, brand):
+    dom = cli.create({"brand": brand})
     cli.ok("kill", dom["uuid"])
     got = cli.json("get", dom["uuid"])
     assert got["state"] == "failed" and "SIGKILL" in got["error"]["message"]
@@ -116,7 +131,7 @@ def test_crash_is_reported_failed_on_next_get(cli):
 
 def test_guest_poweroff_is_reported_stopped(cli):
     dom = cli.create({"brand": "null"})
-    from eveadm.backends.base import BackendContext
+    from eveadm.backends.host import BackendContext
     from eveadm.backends.null import NullBackend
 
     NullBackend(BackendContext(cli.root)).poweroff(dom["uuid"], 3)
@@ -126,7 +141,7 @@ def test_guest_poweroff_is_reported_stopped(cli):
 
 def test_stop_ladder_escalates_and_journals_each_phase(cli):
     dom = cli.create({"brand": "null", "stop_timeout": 1})
-    from eveadm.backends.base import BackendContext
+    from eveadm.backends.host import BackendContext
     from eveadm.backends.null import NullBackend
 
     NullBackend(BackendContext(cli.root)).behave(dom["uuid"], ignore_shutdown=True, ignore_force=True)
@@ -204,8 +219,31 @@ def test_help_and_completion(cli):
     for command in ("create", "start", "stop", "list", "lookup", "update", "validate", "events", "delete"):
         proc = cli.ok("help", command)
         assert "examples:" in proc.stdout and f"eveadm {command}" in proc.stdout
-    script = cli.ok("completion", "bash").stdout
-    assert "complete -F _eveadm eveadm" in script and "lookup" in script
+    assert "__names" not in cli.ok("help").stdout
+    for shell, registers in (("bash", "complete "), ("zsh", "compdef "), ("fish", "complete --command eveadm")):
+        assert registers in cli.ok("completion", shell).stdout
+
+
+def complete(cli, line: str, env=None) -> list[str]:
+    """What the shell would offer for `line` (argcomplete's protocol, as bash's hook calls it)."""
+    import os
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("r") as out:
+        e = {"_ARGCOMPLETE": "1", "_ARGCOMPLETE_SHELL": "bash", "COMP_LINE": line, "COMP_POINT": str(len(line)),
+             "_ARGCOMPLETE_STDOUT_FILENAME": out.name, "_ARGCOMPLETE_IFS": "\n", **(env or {})}
+        proc = subprocess.run([sys.executable, "-m", "eveadm"], env={**cli.env, **e}, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return [w.strip() for w in out.read().split("\n") if w.strip()]
+
+
+def test_completion_follows_the_parser_and_the_named_root(cli, tmp_path):
+    assert {"create", "lookup", "doctor", "completion"} <= set(complete(cli, "eveadm "))
+    assert "--timeout" in complete(cli, "eveadm stop --t")      # options come from the parser itself
     dom = cli.create({"brand": "null", "alias": "compl"})
-    names = cli.ok("__names").stdout.split()
-    assert dom["uuid"] in names and "compl" in names
+    offered = complete(cli, f"eveadm --root {cli.root} stop ")
+    assert dom["uuid"] in offered and "compl" in offered
+    other = tmp_path / "other"
+    assert complete(cli, "eveadm stop c", env={"EVEADM_ROOT": str(other)}) == []   # another root: not offered
+    assert complete(cli, "eveadm stop c", env={"EVEADM_ROOT": str(cli.root)}) == ["compl"]

@@ -5,7 +5,7 @@ import signal
 import subprocess
 import sys
 
-from eveadm.backends.base import BackendContext, wait_until
+from eveadm.backends.host import BackendContext, wait_until
 from eveadm.backends.null import NullBackend
 
 

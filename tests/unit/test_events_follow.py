@@ -4,7 +4,7 @@ import subprocess
 import sys
 import threading
 
-from eveadm.backends.base import wait_until
+from eveadm.backends.host import wait_until
 
 
 def test_events_follow_prints_new_events(cli):

@@ -73,3 +73,17 @@ def test_lookup(three):
     objs = json.loads(cli.ok("lookup", "-j", "-o", "uuid,alias", "alias=db").stdout)
     assert objs == [{"uuid": b["uuid"], "alias": "db"}]
     assert json.loads(cli.ok("lookup", "-j", "alias=none").stdout) == []
+
+
+def test_lookup_output_keys_are_checked_and_nested(cli):
+    dom = cli.create({"brand": "null", "tags": {"role": "db"}})
+    proc = cli("lookup", "-j", "-o", "bogus")
+    assert proc.returncode == 2 and 'invalid output key: "bogus"' in proc.stderr
+    assert cli.json("lookup", "-j", "-o", "uuid,tags.role") == [{"uuid": dom["uuid"], "tags.role": "db"}]
+
+
+def test_scalar_payload_properties_are_list_keys(cli, tmp_path):
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"k")
+    cli.create({"brand": "null", "workdir": "/srv", "alias": "w"})
+    assert cli.ok("list", "-H", "-o", "alias,workdir", "workdir=/srv").stdout.split() == ["w", "/srv"]

@@ -55,7 +55,7 @@ def test_waiter_proceeds_when_holder_releases(cli):
             return False
 
     try:
-        from eveadm.backends.base import wait_until
+        from eveadm.backends.host import wait_until
 
         assert wait_until(waiter_is_trying, 30), "the waiter never tried the lock"
         assert waiter.poll() is None  # it is waiting, not failed

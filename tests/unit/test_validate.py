@@ -50,3 +50,29 @@ def test_render_null(cli):
 def test_validate_changes_nothing(cli):
     cli("validate", "create", input='{"brand": "null"}')
     assert not (cli.root / "eveadm.db").exists()
+
+
+def test_control_characters_and_bad_vnc_ports_are_refused(cli, tmp_path):
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"k")
+    proc = cli("validate", "create", input=json.dumps({"brand": "kvm", "kernel": str(kernel), "cmdline": "a\nb"}))
+    assert proc.returncode == 3 and "cmdline" in proc.stdout and "control characters" in proc.stdout
+    proc = cli("validate", "create", input=json.dumps({"brand": "kvm", "kernel": str(kernel), "vnc_port": 5}))
+    assert proc.returncode == 3 and "5900 + display number" in proc.stdout
+    proc = cli("validate", "create", input=json.dumps({"brand": "rkt", "image": "--insecure"}))
+    assert proc.returncode == 3 and "read as an option" in proc.stdout
+
+
+def test_duplicates_backward_ranges_and_nan_are_refused(cli):
+    for payload, needle in [
+        ({"brand": "null", "nics": [{"mac": "02:00:00:00:00:01"}, {"mac": "02:00:00:00:00:01"}]},
+         "nics.1.mac 02:00:00:00:00:01 is used twice"),
+        ({"brand": "null", "pci_devices": [{"address": "0000:00:04.0"}, {"address": "0000:00:04.0"}]},
+         "pci_devices.1.address"),
+        ({"brand": "null", "cpus": "5-1"}, "range 5-1 goes backwards"),
+    ]:
+        proc = cli("create", input=json.dumps(payload))
+        assert proc.returncode == 3 and needle in proc.stderr, proc.stderr
+    proc = cli("create", input='{"brand": "null", "tags": {"a": NaN}}')
+    assert proc.returncode == 3 and "NaN is not a JSON value" in proc.stderr
+    assert cli.ok("list", "-H").stdout == ""

@@ -16,26 +16,24 @@ from __future__ import annotations
 
 import json
 import signal
+import os
 import sqlite3
-from pathlib import Path
 
 from ..errors import BackendError
-from .base import ABSENT, CRASHED, PAUSED, RUNNING, SHUTDOWN, Backend, BackendContext, Domain, Status
+from .base import ABSENT, CRASHED, FORCED, PAUSED, RUNNING, SHUTDOWN, Backend, Domain, Status
+from .host import BackendContext
 
 
 class NullBackend(Backend):
-    brand = "null"
-    default_stop_timeout = 60
-
-    def __init__(self, ctx: BackendContext):
-        super().__init__(ctx)
+    def __init__(self, ctx: BackendContext, facts=None):
+        super().__init__(ctx, facts)
         self._db: sqlite3.Connection | None = None
 
     @property
     def db(self) -> sqlite3.Connection:
         if self._db is None:
-            self.ctx.root.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.ctx.root / "null.db", timeout=30, isolation_level=None)
+            os.makedirs(self.ctx.root_dir, exist_ok=True)
+            db = sqlite3.connect(os.path.join(self.ctx.root_dir, "null.db"), timeout=30, isolation_level=None)
             db.execute("PRAGMA busy_timeout=30000")
             db.execute(
                 "CREATE TABLE IF NOT EXISTS sim (uuid TEXT PRIMARY KEY, state TEXT, domid INTEGER,"
@@ -60,7 +58,7 @@ class NullBackend(Backend):
     def render(self, dom: Domain) -> str:
         return f"# null brand: nothing runs; simulated domain {dom.uuid}\n" + super().render(dom)
 
-    def create_paused(self, dom: Domain) -> None:
+    def create_paused(self, dom: Domain) -> Status:
         self.db.execute("INSERT OR IGNORE INTO sim (uuid) VALUES (?)", (dom.uuid,))
         behaviour = self._behaviour(dom.uuid)
         failures = int(behaviour.get("fail_create", 0))
@@ -71,22 +69,24 @@ class NullBackend(Backend):
         domid = (self.db.execute("SELECT COALESCE(MAX(domid), 0) + 1 FROM sim").fetchone()[0])
         self._set(dom.uuid, state=PAUSED, domid=domid, exit_status=None, error=None)
         dom.backend["domid"] = domid
+        return Status(PAUSED, domain_id=domid)
 
-    def unpause(self, dom: Domain) -> None:
+    def unpause(self, dom: Domain) -> Status:
         row = self._row(dom.uuid)
         if not row or row[0] != PAUSED:
             raise BackendError(f"null: cannot unpause domain in state {row[0] if row else ABSENT}")
         self._set(dom.uuid, state=RUNNING)
+        return Status(RUNNING, domain_id=row[1])
 
-    def shutdown(self, dom: Domain, force: bool = False) -> None:
+    def shutdown(self, dom: Domain, kind: str, timeout: float) -> None:
         behaviour = self._behaviour(dom.uuid)
-        if behaviour.get("ignore_force" if force else "ignore_shutdown"):
+        if behaviour.get("ignore_force" if kind == FORCED else "ignore_shutdown"):
             return
         row = self._row(dom.uuid)
         if row and row[0] in (RUNNING, PAUSED):
             self._set(dom.uuid, state=SHUTDOWN, exit_status=0)
 
-    def destroy(self, dom: Domain) -> None:
+    def destroy(self, dom: Domain, timeout: float = 10) -> None:
         self._set(dom.uuid, state=None, domid=None)
 
     def kill(self, dom: Domain, sig: int = signal.SIGKILL) -> None:
@@ -96,14 +96,15 @@ class NullBackend(Backend):
         self._set(dom.uuid, state=CRASHED, error=f"killed by signal {signal.Signals(sig).name}")
 
     def status(self, doms) -> dict[str, Status]:
-        doms = list(doms)
-        out = {d.uuid: Status(ABSENT) for d in doms}
-        if not doms:
-            return out
-        rows = self.db.execute("SELECT uuid, state, domid, exit_status, error FROM sim WHERE state IS NOT NULL")
-        for uuid, state, domid, exit_status, error in rows:
-            if uuid in out:
-                out[uuid] = Status(state, domain_id=domid, exit_status=exit_status, error=error)
+        wanted = {d.uuid for d in doms}
+        out = {}
+        if wanted:
+            rows = self.db.execute("SELECT uuid, state, domid, exit_status, error FROM sim WHERE state IS NOT NULL")
+            for uuid, state, domid, exit_status, error in rows:
+                if uuid in wanted:
+                    out[uuid] = Status(state, domain_id=domid, exit_status=exit_status, error=error)
+        for uuid in wanted - out.keys():
+            out[uuid] = Status(ABSENT)
         return out
 
     def release(self, dom: Domain, *, delete: bool = False) -> list[str]:
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
     p.add_argument("action", choices=["crash", "poweroff", "fail-create", "ignore-shutdown", "ignore-force"])
     p.add_argument("value", nargs="?", default="1")
     a = p.parse_args(argv)
-    b = NullBackend(BackendContext(Path(a.root)))
+    b = NullBackend(BackendContext(a.root))
     if a.action == "crash":
         b.crash(a.uuid)
     elif a.action == "poweroff":

@@ -5,14 +5,16 @@
              (pod uuid read from F), then xl domid NAME
     activate xenstore write KEY 0 (x10 per VIF, on the pod's Xen domain), xl unpause NAME
     status   rkt --dir=D status POD --format=json
-    stop     rkt --dir=D stop POD [--force=true]
-    destroy  rkt --dir=D rm POD
+    stop     rkt --dir=D stop POD (GRACEFUL) / rkt --dir=D stop POD --force=true (FORCED)
+    destroy  rkt --dir=D rm POD, or, while rkt still runs the pod (it refuses to remove
+             it then), rkt --dir=D stop POD --force=true: one command per call, chosen
+             by `rkt status`; the exited pod is removed by the next destroy or by release
 
 stage1-xen builds its own xl cfg from the seed cfg CFG (it replaces the kernel,
 ramdisk, extra and disk lines and boots the pod's rootfs over 9p), so CFG is the
 xl cfg rendered as for brand xen. rkt is retired upstream and not packaged by
 Debian; the test-suite drives this backend against a strict simulator
-(tests/rkt/).
+(tests/integration/rkt/).
 
 Settings: rkt.bin (default "rkt"), rkt.dir (default <root>/rkt; EVE used
 /persist/rkt), rkt.stage1 (default /usr/sbin/stage1-xen.aci), and the xen.*
@@ -33,17 +35,15 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import BackendError, BackendUnavailable
-from .base import ABSENT, CRASHED, SHUTDOWN, Domain, Status
-from .xen import XenBackend, device_models
+from .base import ABSENT, CRASHED, FORCED, PAUSED, SHUTDOWN, SHUTDOWN_KINDS, Domain, Status
+from .host import last_output_line
+from .xen import XenBackend, device_models, output_text, request_timeout
 
 RKT_HINT = "rkt (with stage1-xen) is retired upstream and not packaged by Debian; install it by hand"
 DEFAULT_STAGE1 = "/usr/sbin/stage1-xen.aci"
 
 
 class RktBackend(XenBackend):
-    brand = "rkt"
-    default_stop_timeout = 60
-
     # -- settings ----------------------------------------------------------------------
     @property
     def rkt(self) -> str:
@@ -79,12 +79,10 @@ class RktBackend(XenBackend):
         return proc
 
     @staticmethod
-    def _out(proc) -> str:
-        return ((proc.stderr or b"").decode(errors="replace") + (proc.stdout or b"").decode(errors="replace"))
-
-    def _rkt_failure(self, args, proc) -> str:
-        lines = [ln.strip() for ln in self._out(proc).splitlines() if ln.strip()]
-        return f"rkt {' '.join(args[:2])} failed (exit {proc.returncode})" + (f": {lines[-1]}" if lines else "")
+    def _rkt_failure(args, proc) -> str:
+        # not host.command_error: that names argv[1:3], which for rkt is --dir=... and the subcommand
+        line = last_output_line(proc)
+        return f"rkt {' '.join(args[:2])} failed (exit {proc.returncode})" + (f": {line}" if line else "")
 
     # -- availability / validation / render -----------------------------------------------------
     def check_available(self) -> None:
@@ -120,13 +118,16 @@ class RktBackend(XenBackend):
         Path(dom.run_dir).mkdir(parents=True, exist_ok=True)
         super().prepare(dom)
 
-    def create_paused(self, dom: Domain) -> None:
+    def create_paused(self, dom: Domain) -> Status:
+        failed_earlier = self._remove_exited_pod(dom)  # a previous try's pod (the engine retries create)
+        if failed_earlier:
+            raise BackendError(failed_earlier)
         uf = self.uuid_file(dom)
         uf.unlink(missing_ok=True)  # never read a previous run's pod
         proc = self.ctx.run(self.run_argv(dom), env=self.run_env(dom), check=False, timeout=300,
                             install_hint=RKT_HINT)
         if proc.returncode != 0:
-            try:  # a pod rkt made before failing: remember it so destroy removes it
+            try:  # a pod rkt made before failing: remember it so destroy ends it and release removes it
                 pod = uf.read_text().strip()
                 if pod:
                     dom.backend["pod"] = pod
@@ -142,39 +143,53 @@ class RktBackend(XenBackend):
         dom.backend["pod"] = pod
         dom.backend["name"] = dom.name
         dom.backend["domid"] = self._domid(dom)
+        st = self.status([dom])[dom.uuid]
+        if st.state != PAUSED:
+            raise BackendError(f"rkt run made pod {pod} but Xen reports its domain {self.xen_name(dom)} {st.state}"
+                               + (f": {st.error}" if st.error else ""))
+        return st
 
-    # unpause: inherited (offload writes on the pod's domain, then `xl unpause NAME`)
+    # unpause: inherited (offload writes on the pod's domain, `xl unpause NAME`, the verified status)
 
-    def shutdown(self, dom: Domain, force: bool = False) -> None:
+    def shutdown(self, dom: Domain, kind: str, timeout: float) -> None:
+        if kind not in SHUTDOWN_KINDS:
+            raise ValueError(f"unknown shutdown kind {kind!r}")
         pod = dom.backend.get("pod")
         if not pod:
             return
-        args = ["stop", pod] + (["--force=true"] if force else [])
-        proc = self._rkt(args, check=False)
-        if proc.returncode != 0 and not self._pod_gone(proc):
+        args = ["stop", pod] + (["--force=true"] if kind == FORCED else [])
+        proc = self._rkt(args, check=False, timeout=request_timeout(timeout))
+        if proc.returncode != 0 and not self._pod_gone(proc) and not self._pod_not_running(proc):
             raise BackendError(self._rkt_failure(args, proc))
 
-    def destroy(self, dom: Domain) -> None:
+    def destroy(self, dom: Domain, timeout: float = 10) -> None:
         pod = dom.backend.get("pod")
         if not pod:
             # `rkt run` failed before writing the pod uuid: stage1 may still have made the paused domain
-            if dom.backend.get("domid") is not None or self.xen_name(dom) in self._xl_list():
-                XenBackend.destroy(self, dom)
+            if self.xen_name(dom) in self._xl_list():
+                XenBackend.destroy(self, dom, timeout)
             return
-        proc = self._rkt(["rm", pod], check=False)
-        if proc.returncode == 0 or self._pod_gone(proc):
+        data = self.pod_state(pod)
+        if data is None:
+            dom.backend.pop("pod", None)  # rkt no longer has it
             return
-        if "running" in self._out(proc):
-            # rkt refuses to remove a running pod: stop it by force (domainmgr's doStopDestroyDomain order)
-            self._rkt(["stop", pod, "--force=true"], check=False)
-            proc = self._rkt(["rm", pod], check=False)
-            if proc.returncode == 0 or self._pod_gone(proc):
-                return
-        raise BackendError(self._rkt_failure(["rm", pod], proc))
+        # rkt refuses to remove a pod it runs (a paused one too): end it now instead; the engine's
+        # next destroy (or release) removes the exited pod
+        args = ["stop", pod, "--force=true"] if data.get("state") == "running" else ["rm", pod]
+        proc = self._rkt(args, check=False, timeout=request_timeout(timeout))
+        if proc.returncode != 0 and not self._pod_gone(proc):
+            raise BackendError(self._rkt_failure(args, proc))
+        if args[0] == "rm":
+            dom.backend.pop("pod", None)
 
-    def _pod_gone(self, proc) -> bool:
-        text = self._out(proc).lower()
+    @staticmethod
+    def _pod_gone(proc) -> bool:
+        text = output_text(proc).lower()
         return "no such" in text or "no matches found" in text or "not found" in text
+
+    @staticmethod
+    def _pod_not_running(proc) -> bool:
+        return "pod is not running" in output_text(proc).lower()
 
     def pod_state(self, pod: str) -> dict | None:
         proc = self._rkt(["status", pod, "--format=json"], check=False)
@@ -230,13 +245,28 @@ class RktBackend(XenBackend):
     def has_device_model(self, dom: Domain) -> bool:
         return True  # domainmgr: stage1-xen serves the pod's 9p rootfs from a qemu in dom0
 
+    def _remove_exited_pod(self, dom: Domain) -> str | None:
+        """`rkt rm` the pod still recorded (one that destroy ended but did not remove, after a failed
+        create or unpause); its error in one line, or None. A failed one stays recorded."""
+        pod = dom.backend.get("pod")
+        if not pod:
+            return None
+        proc = self._rkt(["rm", pod], check=False)
+        if proc.returncode != 0 and not self._pod_gone(proc):
+            return self._rkt_failure(["rm", pod], proc)
+        dom.backend.pop("pod", None)
+        return None
+
     def release(self, dom: Domain, *, delete: bool = False) -> list[str]:
-        removed = super().release(dom, delete=delete)
+        pod_error = self._remove_exited_pod(dom)
         uf = self.uuid_file(dom)
+        removed = []
         if uf.exists():
             uf.unlink()
             removed.append(str(uf))
-        dom.backend.pop("pod", None)
+        removed += super().release(dom, delete=delete)
+        if pod_error:
+            raise BackendError(pod_error)
         return removed
 
     def info(self, dom: Domain) -> dict:
@@ -253,6 +283,3 @@ class RktBackend(XenBackend):
     def host_info(self) -> dict:
         return {"rkt": self.rkt, "dir": str(self.rkt_dir), "stage1": self.stage1,
                 "stage1_present": Path(self.stage1).exists()}
-
-    def console_log(self, dom: Domain) -> Path | None:
-        return super().console_log(dom)

@@ -5,9 +5,12 @@ domainmgr.go (2020) drove Xen with these commands, and so does this backend:
     create   xl create CFG -p ; xl domid NAME
     activate xenstore write KEY 0   (x10 per VIF: NIC offloads off, before the guest runs)
              xl unpause NAME
-    stop     xl shutdown NAME / xl shutdown -F NAME
+    stop     xl shutdown NAME (GRACEFUL) / xl shutdown -F NAME (FORCED)
     destroy  xl destroy NAME
     pci      xl pci-assignable-add ADDR / xl pci-assignable-rem -r ADDR / xl pci-assignable-list
+
+create_paused and unpause end with one `xl list`, so what they return is what
+Xen says (paused / running), not what was asked for.
 
 Deliberate differences from domainmgr:
 - status() asks `xl list` ONCE for every domain (domainmgr ran `xl list -l NAME`
@@ -37,7 +40,9 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import BackendError, BackendUnavailable
-from .base import ABSENT, CRASHED, PAUSED, RUNNING, SHUTDOWN, Backend, Domain, Status
+from .base import ABSENT, CRASHED, FORCED, PAUSED, RUNNING, SHUTDOWN, SHUTDOWN_KINDS, Backend, Domain, Status
+from .host import last_output_line
+from .vm import pci
 
 XL_HINT = "install the Xen toolstack (Debian: xen-utils-4.17) and boot the host under Xen"
 XENSTORE_HINT = "apt-get install xenstore-utils"
@@ -130,13 +135,13 @@ def last_shutdown(log_text: str, domid: int) -> tuple[str, int | None] | None:
     return result
 
 
-def _q(value) -> str:
-    """An xl cfg double-quoted string."""
+def xl_string(value) -> str:
+    """`value` as an xl cfg double-quoted string ("..."), backslashes and double quotes escaped."""
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _sq(value) -> str:
-    """An xl cfg single-quoted list element."""
+def xl_list_item(value) -> str:
+    """`value` as a single-quoted element of an xl cfg list ([ '...' ]), backslashes and quotes escaped."""
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
@@ -169,28 +174,40 @@ def explain(text: str) -> str | None:
     return None
 
 
-def _meaningful(text: str) -> str:
-    """The most telling line of xl's output: the first libxl error, else the last line."""
-    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
-    for ln in lines:
-        if "error" in ln.lower() and "libxl" in ln:
-            return ln
-    return lines[-1] if lines else ""
+def output_text(proc) -> str:
+    """All a finished command printed, stderr then stdout, for matching known messages."""
+    return (proc.stderr or b"").decode(errors="replace") + (proc.stdout or b"").decode(errors="replace")
 
 
-def _no_xen(text: str) -> bool:
+def xl_complaint(proc) -> str:
+    """The line of xl's output that names the problem: the first libxl error, else the last line.
+
+    Not simply host.last_output_line: after the real error, libxl prints the failures of its
+    own clean-up ("Non-existant domain", "Destruction of domain failed"), which explain nothing.
+    """
+    for line in output_text(proc).splitlines():
+        if "libxl" in line and "error" in line.lower():
+            return line.strip()
+    return last_output_line(proc)
+
+
+def says_no_hypervisor(text: str) -> bool:
     return ("cannot init xl context" in text or "Could not obtain handle on privileged command interface" in text
             or "Can't find hypervisor information" in text)
 
 
-def _gone_text(text: str) -> bool:
+def says_domain_gone(text: str) -> bool:
     return "invalid domain identifier" in text or "not found" in text.lower() and "domain" in text.lower()
+
+
+def request_timeout(budget: float) -> float:
+    """How long to let one stop/destroy command run: about the rung's budget, never zero
+    (a zero subprocess timeout would give up before the command starts)."""
+    return max(float(budget), 1.0)
 
 
 # ----------------------------------------------------------------------------- backend
 class XenBackend(Backend):
-    brand = "xen"
-    default_stop_timeout = 60
     cfg_name = "xl.cfg"
 
     # -- settings -------------------------------------------------------------------
@@ -221,22 +238,23 @@ class XenBackend(Backend):
         """Run `xl ARGS`; on failure raise a one-line error naming xl's own complaint and what to do."""
         proc = self.ctx.run([self.xl, *args], check=False, timeout=timeout, install_hint=XL_HINT, env=env)
         if proc.returncode != 0:
-            text = (proc.stderr or b"").decode(errors="replace") + (proc.stdout or b"").decode(errors="replace")
-            if _no_xen(text):
-                raise BackendUnavailable(f"brand xen: xl cannot reach the hypervisor ({_meaningful(text)}): "
+            if says_no_hypervisor(output_text(proc)):
+                raise BackendUnavailable(f"brand xen: xl cannot reach the hypervisor ({xl_complaint(proc)}): "
                                          "this host is not a Xen dom0")
             if check:
-                raise BackendError(self._failure(args, proc.returncode, text, what))
+                raise BackendError(self._failure(args, proc, what))
         return proc
 
-    def _failure(self, args, rc, text, what=None) -> str:
-        hint = explain(text)
-        line = _meaningful(text)
-        msg = f"{what or 'xl ' + ' '.join(args[:1])} failed (exit {rc})" + (f": {line}" if line else "")
+    @staticmethod
+    def _failure(args, proc, what=None) -> str:
+        """One line: what failed, xl's complaint, and what to do about it when known."""
+        hint = explain(output_text(proc))
+        line = xl_complaint(proc)
+        msg = f"{what or 'xl ' + ' '.join(args[:1])} failed (exit {proc.returncode})" + (f": {line}" if line else "")
         return msg + (f" -- {hint}" if hint else "")
 
     @staticmethod
-    def _text(proc) -> str:
+    def _stdout(proc) -> str:
         return (proc.stdout or b"").decode(errors="replace")
 
     # -- availability / validation -------------------------------------------------
@@ -277,7 +295,7 @@ class XenBackend(Backend):
         return Path(dom.data_dir) / self.cfg_name
 
     def _disk_lines(self, dom: Domain) -> list[str]:
-        from .. import cloudinit, disks
+        from .vm import cloudinit, disks
 
         cfg = dom.config
         mode = cfg.get("virt_mode", "pvh")
@@ -290,12 +308,13 @@ class XenBackend(Backend):
             letter += 1
             access = "ro" if use.readonly else "rw"
             if use.media == "cdrom":
-                entries.append(_sq(f"format={use.format}, vdev={vdev}, access=ro, devtype=cdrom, target={use.path}"))
+                entries.append(xl_list_item(f"format={use.format}, vdev={vdev}, access=ro, devtype=cdrom, "
+                                            f"target={use.path}"))
             else:
-                entries.append(_sq(f"{use.path},{use.format},{vdev},{access}"))
+                entries.append(xl_list_item(f"{use.path},{use.format},{vdev},{access}"))
         if cloudinit.wanted(cfg):
             # EVE master: the NoCloud seed as read-only xvdz
-            entries.append(_sq(f"{cloudinit.iso_path(dom)},raw,xvdz,ro"))
+            entries.append(xl_list_item(f"{cloudinit.iso_path(dom)},raw,xvdz,ro"))
         return entries
 
     def _vif_entries(self, dom: Domain) -> list[str]:
@@ -315,7 +334,7 @@ class XenBackend(Backend):
                 parts.append(f"model={model}")
             if nic.get("mtu"):
                 parts.append(f"mtu={nic['mtu']}")
-            entries.append(_sq(",".join(parts)))
+            entries.append(xl_list_item(",".join(parts)))
         return entries
 
     def xl_type(self, dom: Domain) -> str:
@@ -328,39 +347,39 @@ class XenBackend(Backend):
         mode = cfg.get("virt_mode", "pvh")
         hvm = mode in ("hvm", "fml")
         lines = ["# This file is automatically generated by eveadm (after domainmgr's configToXencfg)",
-                 f"name = {_q(dom.name)}",
-                 f"type = {_q(self.xl_type(dom))}",
-                 f"uuid = {_q(dom.uuid)}"]
+                 f"name = {xl_string(dom.name)}",
+                 f"type = {xl_string(self.xl_type(dom))}",
+                 f"uuid = {xl_string(dom.uuid)}"]
         if mode == "fml":
             lines += ['hdtype = "ahci"', "spoof_xen = 1", "pci_permissive = 1"]
         kernel = cfg.get("kernel")
         if mode == "pvh" and not kernel:
             kernel = cfg.get("firmware") or self.ctx.setting("xen.pvh_firmware", "/usr/lib/xen/boot/ovmf-pvh.bin")
         if kernel and mode != "fml":
-            lines.append(f"kernel = {_q(kernel)}")
+            lines.append(f"kernel = {xl_string(kernel)}")
         if cfg.get("initrd") and mode != "fml":
-            lines.append(f"ramdisk = {_q(cfg['initrd'])}")
+            lines.append(f"ramdisk = {xl_string(cfg['initrd'])}")
         if hvm and cfg.get("firmware"):
             fw = cfg["firmware"]
-            lines.append(f"bios = {_q('ovmf' if 'ovmf' in os.path.basename(fw).lower() else 'seabios')}")
-            lines.append(f"bios_path_override = {_q(fw)}")
+            lines.append(f"bios = {xl_string('ovmf' if 'ovmf' in os.path.basename(fw).lower() else 'seabios')}")
+            lines.append(f"bios_path_override = {xl_string(fw)}")
         port = cfg.get("vnc_port", -1)
         listen = self.ctx.setting("xen.vnc_listen", "127.0.0.1")
         if port is not None and port >= 0:
             display = port - 5900 if port >= 5900 else None
             if hvm:
-                lines += ["vnc = 1", f"vnclisten = {_q(listen)}", "usb = 1", 'usbdevice = ["tablet"]']
+                lines += ["vnc = 1", f"vnclisten = {xl_string(listen)}", "usb = 1", 'usbdevice = ["tablet"]']
                 if display is not None:
                     lines.append(f"vncdisplay = {display}")
                 if cfg.get("vnc_password"):
-                    lines.append(f"vncpasswd = {_q(cfg['vnc_password'])}")
+                    lines.append(f"vncpasswd = {xl_string(cfg['vnc_password'])}")
             else:
                 vfb = f"vnc=1,vnclisten={listen}"
                 if display is not None:
                     vfb += f",vncdisplay={display}"
                 if cfg.get("vnc_password"):
                     vfb += f",vncpasswd={cfg['vnc_password']}"
-                lines.append(f"vfb = [ {_sq(vfb)} ]")
+                lines.append(f"vfb = [ {xl_list_item(vfb)} ]")
         else:
             lines.append("vnc = 0")
         lines.append(f"memory = {cfg.get('ram', 256)}")
@@ -370,14 +389,14 @@ class XenBackend(Backend):
         lines.append(f"vcpus = {vcpus}")
         lines.append(f"maxvcpus = {vcpus}")
         if cfg.get("cpus"):
-            lines.append(f"cpus = {_q(cfg['cpus'])}")
+            lines.append(f"cpus = {xl_string(cfg['cpus'])}")
         if mode in ("pv", "pvh"):
             extra = f"console=hvc0 appuuid={dom.uuid}"
             if cfg.get("cmdline"):
                 extra += " " + cfg["cmdline"]
-            lines.append(f"extra = {_q(extra)}")
+            lines.append(f"extra = {xl_string(extra)}")
         elif cfg.get("cmdline") and kernel:
-            lines.append(f"extra = {_q(cfg['cmdline'])}")
+            lines.append(f"extra = {xl_string(cfg['cmdline'])}")
         if hvm:
             lines.append('boot = "dc"')
         disks = self._disk_lines(dom)
@@ -386,7 +405,7 @@ class XenBackend(Backend):
         vifs = self._vif_entries(dom)
         if vifs:
             lines.append(f"vif = [ {', '.join(vifs)} ]")
-        pcis = [_sq(p["address"]) for p in cfg.get("pci_devices") or []]
+        pcis = [xl_list_item(p["address"]) for p in cfg.get("pci_devices") or []]
         if pcis:
             lines.append(f"pci = [ {', '.join(pcis)} ]")
         if hvm:
@@ -399,7 +418,7 @@ class XenBackend(Backend):
 
     # -- lifecycle ---------------------------------------------------------------------
     def prepare(self, dom: Domain) -> None:
-        from .. import cloudinit, disks
+        from .vm import cloudinit, disks
 
         Path(dom.data_dir).mkdir(parents=True, exist_ok=True)
         disks.prepare(self.ctx, dom)
@@ -411,36 +430,26 @@ class XenBackend(Backend):
         os.replace(tmp, path)
         dom.backend["cfg"] = str(path)
         dom.backend["name"] = dom.name
-        self._assign_pci(dom)
+        pci.reserve(self, dom)  # into pciback; the ones eveadm bound go back at release
 
-    def _assign_pci(self, dom: Domain) -> None:
-        """Put the domain's PCI devices into pciback (those not there yet); remember which we added."""
-        wanted = [p["address"] for p in dom.config.get("pci_devices") or []]
-        if not wanted:
-            return
-        assignable = set(self.pci_list())
-        added = list(dom.backend.get("pci_added", []))
-        for addr in wanted:
-            if addr in assignable:
-                continue
-            self.pci_assignable_add(addr)
-            if addr not in added:
-                added.append(addr)
-            dom.backend["pci_added"] = added
-
-    def create_paused(self, dom: Domain) -> None:
+    def create_paused(self, dom: Domain) -> Status:
         cfg = dom.backend.get("cfg") or str(self.cfg_path(dom))
         self._xl(["create", cfg, "-p"], timeout=300, what=f"xl create {cfg} -p")
         dom.backend["domid"] = self._domid(dom)
         dom.backend["name"] = dom.name
+        st = self.status([dom])[dom.uuid]
+        if st.state != PAUSED:
+            raise BackendError(f"xl create {cfg} -p succeeded but Xen reports {self.xen_name(dom)} {st.state}"
+                               + (f": {st.error}" if st.error else ""))
+        return st
 
     def _domid(self, dom: Domain) -> int:
         name = self.xen_name(dom)
         proc = self._xl(["domid", name], what=f"xl domid {name}")
         try:
-            return int(self._text(proc).strip().splitlines()[-1])
+            return int(self._stdout(proc).strip().splitlines()[-1])
         except (ValueError, IndexError):
-            raise BackendError(f"xl domid {name} printed {self._text(proc).strip()!r}, not a domain id") from None
+            raise BackendError(f"xl domid {name} printed {self._stdout(proc).strip()!r}, not a domain id") from None
 
     def disable_vif_offload(self, dom: Domain, domid: int) -> list[str]:
         """domainmgr xlDisableVifOffload: 10 xenstore writes per VIF; failures are reported, not fatal
@@ -456,35 +465,33 @@ class XenBackend(Backend):
             dom.backend.pop("offload_failed", None)
         return failed
 
-    def unpause(self, dom: Domain) -> None:
+    def unpause(self, dom: Domain) -> Status:
         domid = dom.backend.get("domid")
         if domid is None:
             domid = dom.backend["domid"] = self._domid(dom)
         self.disable_vif_offload(dom, domid)
         name = self.xen_name(dom)
         self._xl(["unpause", name], what=f"xl unpause {name}")
+        return self.status([dom])[dom.uuid]
 
-    def shutdown(self, dom: Domain, force: bool = False) -> None:
+    def shutdown(self, dom: Domain, kind: str, timeout: float) -> None:
+        if kind not in SHUTDOWN_KINDS:
+            raise ValueError(f"unknown shutdown kind {kind!r}")
         name = self.xen_name(dom)
-        args = ["shutdown", "-F", name] if force else ["shutdown", name]
-        proc = self._xl(args, check=False)
-        if proc.returncode != 0:
-            text = (proc.stderr or b"").decode(errors="replace") + self._text(proc)
-            if _gone_text(text):
-                return  # already gone: nothing to ask
-            raise BackendError(self._failure(args, proc.returncode, text, "xl " + " ".join(args)))
+        # without -w xl only sends the request; -F falls back to ACPI for a guest without PV drivers
+        args = ["shutdown", "-F", name] if kind == FORCED else ["shutdown", name]
+        proc = self._xl(args, check=False, timeout=request_timeout(timeout))
+        if proc.returncode != 0 and not says_domain_gone(output_text(proc)):
+            raise BackendError(self._failure(args, proc, "xl " + " ".join(args)))
 
-    def destroy(self, dom: Domain) -> None:
+    def destroy(self, dom: Domain, timeout: float = 10) -> None:
         name = self.xen_name(dom)
-        proc = self._xl(["destroy", name], check=False)
-        if proc.returncode != 0:
-            text = (proc.stderr or b"").decode(errors="replace") + self._text(proc)
-            if _gone_text(text):
-                return
-            raise BackendError(self._failure(["destroy"], proc.returncode, text, f"xl destroy {name}"))
+        proc = self._xl(["destroy", name], check=False, timeout=request_timeout(timeout))
+        if proc.returncode != 0 and not says_domain_gone(output_text(proc)):
+            raise BackendError(self._failure(["destroy"], proc, f"xl destroy {name}"))
 
     def _xl_list(self) -> dict[str, dict]:
-        return parse_xl_list(self._text(self._xl(["list"], what="xl list")))
+        return parse_xl_list(self._stdout(self._xl(["list"], what="xl list")))
 
     def status(self, doms: Iterable[Domain]) -> dict[str, Status]:
         doms = list(doms)
@@ -538,17 +545,10 @@ class XenBackend(Backend):
         return Status(SHUTDOWN, detail={"shutdown_reason": name})
 
     def release(self, dom: Domain, *, delete: bool = False) -> list[str]:
-        from .. import disks
+        from .vm import disks
 
         removed = []
-        errors = []
-        for addr in list(dom.backend.get("pci_added", [])):
-            try:
-                self.pci_assignable_remove(addr)
-            except BackendError as exc:
-                errors.append(str(exc))
-                continue
-            dom.backend["pci_added"].remove(addr)
+        errors = pci.give_back(self, dom)  # reported below, after the files are cleaned up
         removed += disks.release(dom, delete=delete)
         dom.backend.pop("domid", None)
         if delete:
@@ -577,10 +577,10 @@ class XenBackend(Backend):
         out = {"name": self.xen_name(dom), "domid": dom.backend.get("domid"), "cfg": dom.backend.get("cfg")}
         if proc.returncode == 0:
             try:
-                data = json.loads(self._text(proc))
+                data = json.loads(self._stdout(proc))
                 out["xl"] = data[0] if isinstance(data, list) and data else data
             except ValueError:
-                out["xl"] = self._text(proc)
+                out["xl"] = self._stdout(proc)
         if dom.backend.get("offload_failed"):
             out["offload_failed"] = dom.backend["offload_failed"]
         return out
@@ -591,7 +591,7 @@ class XenBackend(Backend):
         except BackendError as exc:
             return {"available": False, "error": str(exc)}
         facts = {}
-        for line in self._text(proc).splitlines():
+        for line in self._stdout(proc).splitlines():
             key, sep, value = line.partition(":")
             if sep and key.strip() in ("xen_version", "xen_major", "xen_minor", "total_memory", "free_memory",
                                         "nr_cpus", "virt_caps", "xen_scheduler", "release"):
@@ -602,7 +602,7 @@ class XenBackend(Backend):
     # -- PCI ---------------------------------------------------------------------------------
     def pci_list(self) -> list[str]:
         proc = self._xl(["pci-assignable-list"], what="xl pci-assignable-list")
-        return [ln.split()[0] for ln in self._text(proc).splitlines() if ln.strip()]
+        return [ln.split()[0] for ln in self._stdout(proc).splitlines() if ln.strip()]
 
     def pci_assignable_add(self, address: str) -> None:
         self._xl(["pci-assignable-add", address], what=f"xl pci-assignable-add {address}")

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from eveadm.backends.base import BackendContext, Domain
+from eveadm.backends.base import Domain
+from eveadm.backends.host import BackendContext
 from eveadm.backends.container import ContainerBackend
 
 REPO = Path(__file__).resolve().parents[3]
@@ -50,13 +51,18 @@ def oci_layout(rootfs) -> Path:
 
 
 def _cleanup(root: Path) -> None:
-    """Delete every container under `root`'s runtime state dirs, unmount overlays below it."""
+    """Delete every container under `root`'s runtime state dirs, end their conmons, unmount overlays."""
     for name in RUNTIMES:
         state = root / "run" / "container" / name
         if state.is_dir() and shutil.which(name):
             for cid in os.listdir(state):
                 subprocess.run([name, "--root", str(state), "delete", "--force", cid],
                                capture_output=True, timeout=30)
+    for pidfile in root.glob("run/*/conmon.pid"):  # a monitor whose container a test left behind
+        try:
+            os.killpg(int(pidfile.read_text()), 9)
+        except (OSError, ValueError):
+            pass
     with open("/proc/self/mounts") as fh:
         mounts = [line.split()[1] for line in fh]
     for target in reversed(mounts):

@@ -1,18 +1,20 @@
-"""ContainerBackend driven directly (BackendContext + Domain), with real runc and crun."""
+"""ContainerBackend driven directly (BackendContext + Domain), with real runc and crun under conmon."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 from pathlib import Path
 
 import pytest
 
-from eveadm import oci
-from eveadm.backends.base import ABSENT, CRASHED, PAUSED, RUNNING, SHUTDOWN, BackendContext, wait_until
-from eveadm.backends.container import INSTALL_HINT, ContainerBackend
-from eveadm.errors import BackendUnavailable, NotSupported
+from eveadm.backends.base import ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN
+from eveadm.backends.container import ContainerBackend, image, monitor, spec
+from eveadm.backends.container.backend import INSTALL_HINT, hybrid_cgroups
+from eveadm.backends.host import BackendContext, wait_until
+from eveadm.errors import BackendError, BackendUnavailable, NotSupported
 
 
 # PID 1 of a pid namespace ignores signals it has no handler for: test programs
@@ -21,8 +23,7 @@ LOOP = "trap 'echo GOT-TERM; exit 3' TERM; while true; do sleep 1 & wait; done"
 
 
 def log_text(backend, dom) -> str:
-    path = backend.console_log(dom)
-    return path.read_text() if path.exists() else ""
+    return backend.console_log_text(dom)
 
 
 def wait_log(backend, dom, text, timeout=10) -> bool:
@@ -31,9 +32,12 @@ def wait_log(backend, dom, text, timeout=10) -> bool:
 
 def start(backend, dom):
     backend.prepare(dom)
-    backend.create_paused(dom)
-    backend.unpause(dom)
-    return backend.status([dom])[dom.uuid]
+    assert backend.create_paused(dom).state == PAUSED
+    return backend.unpause(dom)
+
+
+def conmon_pid(dom) -> int:
+    return int((dom.run_dir / "conmon.pid").read_text())
 
 
 def cmdline(pid: int) -> list[str]:
@@ -72,7 +76,7 @@ def test_render_carries_limits_and_payload(cconfig, rootfs, tmp_path, make_domai
 
 
 def test_user_data_env_tolerates_lines_without_colon():
-    assert oci.user_data_env("A:1\nB : two:2\njunk\n\n:novalue\n") == {"A": "1", "B": "two:2"}
+    assert spec.user_data_env("A:1\nB : two:2\njunk\n\n:novalue\n") == {"A": "1", "B": "two:2"}
 
 
 def test_validate_reports_bad_images(cconfig, tmp_path, rootfs):
@@ -122,7 +126,7 @@ def test_probe_is_cached_per_host(tmp_path, monkeypatch):
     second = ContainerBackend(ctx).runtime()
     assert second == first
     assert ctx.command_log.read_text().count('"run"') == runs_before, "second lookup must not re-probe"
-    if oci.hybrid_cgroups():  # this host: crun refuses as is, so auto picks runc
+    if hybrid_cgroups():  # this host: crun refuses as is, so auto picks runc
         assert verdicts["crun"]["error"] and "hybrid" in verdicts["crun"]["error"]
         assert first.name == "runc"
 
@@ -133,21 +137,23 @@ def test_full_lifecycle(cconfig, backend, rootfs, make_domain):
         rootfs, ["/bin/sh", "-c", f"echo READY $GREETING $(pwd) $(hostname); {LOOP}"],
         alias="life", env={"GREETING": "hello"}, workdir="/tmp"))
     backend.prepare(dom)
-    backend.create_paused(dom)
+    created = backend.create_paused(dom)
     assert os.path.ismount(dom.data_dir / "bundle" / "rootfs")
     st = backend.status([dom])[dom.uuid]
     assert st.state == PAUSED and st.pid
+    assert (created.state, created.pid) == (PAUSED, st.pid), "create_paused returns what it verified"
+    assert "conmon" in cmdline(conmon_pid(dom))[0], "the container runs under conmon"
     # the process exists but the user's program has not started: it is still the runtime's init
     assert "/bin/sh" not in cmdline(st.pid)
     assert "READY" not in log_text(backend, dom)
 
-    backend.unpause(dom)
+    started = backend.unpause(dom)
     st = backend.status([dom])[dom.uuid]
-    assert st.state == RUNNING
+    assert st.state == RUNNING == started.state
     assert wait_log(backend, dom, "READY hello /tmp life")
     assert cmdline(st.pid)[0] == "/bin/sh"
 
-    backend.shutdown(dom)
+    backend.shutdown(dom, GRACEFUL, 10)
     assert backend.wait_gone(dom, 10)
     st = backend.status([dom])[dom.uuid]
     assert (st.state, st.exit_status) == (SHUTDOWN, 3)
@@ -199,10 +205,10 @@ def test_program_ignoring_term_needs_force(cconfig, backend, rootfs, make_domain
     # plain `sleep` as PID 1 has no TERM handler: the kernel drops TERM
     dom = make_domain(cconfig(rootfs, ["/bin/sleep", "1000"]))
     start(backend, dom)
-    backend.shutdown(dom)
+    backend.shutdown(dom, GRACEFUL, 10)
     assert not backend.wait_gone(dom, 0.5)
     assert backend.status([dom])[dom.uuid].state == RUNNING
-    backend.shutdown(dom, force=True)
+    backend.shutdown(dom, FORCED, 10)
     assert backend.wait_gone(dom, 10)
     st = backend.status([dom])[dom.uuid]
     assert (st.state, st.exit_status, st.detail["signal"]) == (SHUTDOWN, 137, "SIGKILL")
@@ -264,7 +270,7 @@ def test_oci_image_layout(cconfig, backend, oci_layout, make_domain):
     st = start(backend, dom)
     assert st.state == RUNNING
     assert wait_log(backend, dom, "EVEADM-OCI-READY cwd=/tmp image=busybox")
-    _, digest = oci.resolve_manifest(str(oci_layout), "latest")
+    _, digest = image.resolve_manifest(str(oci_layout), "latest")
     cached = backend.ctx.cache_dir("container") / "oci" / digest.replace(":", "_") / "rootfs"
     assert (cached / "bin" / "busybox").exists()
     assert dom.backend["lower"] == str(cached)
@@ -288,23 +294,30 @@ def test_console_on_terminal(cconfig, backend, rootfs, make_domain):
     dom = make_domain(cconfig(rootfs, ["/bin/sh", "-c", prog], terminal=True))
     st = start(backend, dom)
     assert st.state == RUNNING
-    sock_path = dom.run_dir / "console.sock"
-    assert wait_until(sock_path.is_socket, 5)
-    with oci.connect_unix(str(sock_path)) as sock:
+    sock_path = dom.data_dir / "bundle" / "attach"  # conmon's attach socket (--full-attach)
+    assert sock_path.is_socket()
+    bundle_fd = os.open(sock_path.parent, os.O_PATH)  # the test's path is longer than sun_path's 108 bytes
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
         sock.settimeout(10)
-        sock.sendall(b"hello console\n")
+        sock.connect(f"/proc/self/fd/{bundle_fd}/attach")
+        os.close(bundle_fd)
+        sock.send(b"hello console\n")
         seen = b""
         while b"GOT:hello console" not in seen:
-            chunk = sock.recv(4096)
-            assert chunk, seen
-            seen += chunk
+            packet = sock.recv(65536)
+            assert packet, seen
+            assert packet[:1] == b"\x02", "every packet starts with its stream: 2 = stdout (the pty)"
+            seen += packet[1:]
     assert backend.wait_gone(dom, 10)
     st = backend.status([dom])[dom.uuid]
     assert (st.state, st.exit_status) == (SHUTDOWN, 4)
     text = log_text(backend, dom)
     assert "TERM=xterm TTY=/dev/pts/0" in text and "GOT:hello console" in text, "pty output is kept in the log"
+    raw = backend.console_log(dom).read_text()
+    assert " stdout F TERM=xterm" in raw, "the kept log is conmon's k8s-file format"
     backend.destroy(dom)
     backend.release(dom, delete=True)
+    assert not sock_path.exists()
 
 
 def test_console_without_terminal_points_to_the_log(cconfig, backend, rootfs, make_domain):
@@ -345,14 +358,118 @@ def test_status_asks_the_runtime_once(cconfig, backend, rootfs, make_domain):
         backend.release(d, delete=True)
 
 
-def test_just_started_domain_still_reports_its_death(cconfig, backend, rootfs, make_domain):
-    # right after start the backend answers from what `start` said, but checks pid and exit record
+def test_status_is_a_pure_read(cconfig, backend, rootfs, make_domain):
+    dom = make_domain(cconfig(rootfs, ["/bin/sh", "-c", LOOP]))
+    start(backend, dom)
+    saved = json.dumps(dom.backend, sort_keys=True)
+    log = backend.ctx.command_log
+    before = log.read_text().count("\n")
+    assert backend.status([dom])[dom.uuid].state == RUNNING
+    issued = [json.loads(line)["argv"] for line in log.read_text().splitlines()[before:]]
+    assert [a[3] for a in issued] == ["list"], issued
+    assert json.dumps(dom.backend, sort_keys=True) == saved, "status writes nothing to dom.backend"
+    backend.destroy(dom)
+    assert backend.wait_gone(dom, 10)
+    backend.release(dom, delete=True)
+
+
+def test_ending_not_yet_recorded_is_not_gone(cconfig, backend, rootfs, make_domain):
+    # conmon stopped: the program dies but its exit status cannot be recorded yet
     dom = make_domain(cconfig(rootfs, ["/bin/sh", "-c", LOOP]))
     pid = start(backend, dom).pid
-    before = backend.ctx.command_log.read_text().count('"list"')
-    assert backend.status([dom])[dom.uuid].state == RUNNING
-    assert backend.ctx.command_log.read_text().count('"list"') == before
-    os.kill(pid, signal.SIGKILL)
-    assert wait_until(lambda: backend.status([dom])[dom.uuid].state == CRASHED, 5)
+    monitor_pid = conmon_pid(dom)
+    os.kill(monitor_pid, signal.SIGSTOP)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        assert wait_until(lambda: not Path(f"/proc/{pid}").exists() or
+                          Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z", 5)
+        st = backend.status([dom])[dom.uuid]
+        assert not st.gone and st.detail["monitor"] == "recording the exit", st
+        assert not backend.wait_gone(dom, 0.2), "gone only once conmon has said how it ended"
+    finally:
+        os.kill(monitor_pid, signal.SIGCONT)
+    assert backend.wait_gone(dom, 10)
+    st = backend.status([dom])[dom.uuid]
+    assert st.state == CRASHED and "SIGKILL" in st.error and "outside" in st.error
     backend.destroy(dom)
+    backend.release(dom, delete=True)
+
+
+def test_out_of_memory_is_crashed_and_says_so(cconfig, backend, rootfs, make_domain):
+    # `tail` of a file without newlines keeps it all in memory: beyond the 16 MiB limit the kernel kills it
+    dom = make_domain(cconfig(rootfs, ["/bin/sh", "-c", "exec tail /dev/zero"], ram=16))
+    start(backend, dom)
+    assert backend.wait_gone(dom, 20)
+    st = backend.status([dom])[dom.uuid]
+    assert st.state == CRASHED and st.exit_status == 137, st
+    assert "out of memory" in st.error
+    backend.destroy(dom)
+    backend.release(dom, delete=True)
+
+
+def test_interrupted_create_is_found_and_cleaned(cconfig, backend, rootfs, make_domain):
+    # eveadm killed right after conmon answered: what it noted in dom.backend was never saved
+    cfg = cconfig(rootfs, ["/bin/sh", "-c", LOOP])
+    dom = make_domain(cfg)
+    backend.prepare(dom)
+    pid = backend.create_paused(dom).pid
+    lost = make_domain(cfg)  # the same domain as the store still has it: nothing about the run
+    st = backend.status([lost])[lost.uuid]
+    assert (st.state, st.pid) == (PAUSED, pid), "found by its runtime state directory"
+    monitor_pid = conmon_pid(dom)
+    backend.destroy(lost)
+    assert backend.wait_gone(lost, 10)
+    assert not Path(f"/proc/{monitor_pid}").exists() or not Path(f"/proc/{monitor_pid}/cmdline").read_bytes()
+    backend.release(lost, delete=True)
+    assert not os.path.ismount(dom.data_dir / "bundle" / "rootfs")
+    assert not (Path(backend.runtime().root) / dom.uuid).exists()
+
+
+def test_hung_runtime_create_fails_within_the_handshake_timeout(cconfig, backend, rootfs, make_domain,
+                                                               monkeypatch):
+    # a create that never answers: conmon and the runtime under it are ended, the error says so
+    dom = make_domain(cconfig(rootfs, ["/bin/true"]))
+    backend.prepare(dom)
+    stopped = []
+    real_spawn = monitor.spawn
+
+    def spawn_with_frozen_runtime(ctx, command, files, timeout=None):
+        # SIGSTOP every process of the new conmon session as soon as it appears: create never returns
+        import threading
+
+        def freeze():
+            def frozen():
+                try:
+                    pid = int(files.conmon_pid.read_text())
+                except (OSError, ValueError):
+                    return False
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+                return True
+            wait_until(frozen, 5, first=0.001, cap=0.005)
+        threading.Thread(target=freeze, daemon=True).start()
+        return real_spawn(ctx, command, files, 1)
+
+    monkeypatch.setattr(monitor, "spawn", spawn_with_frozen_runtime)
+    with pytest.raises(BackendError, match="no answer from conmon"):
+        backend.create_paused(dom)
+    assert stopped and wait_until(lambda: not Path(f"/proc/{stopped[0]}").exists(), 5), "conmon ended"
+    backend.destroy(dom)
+    backend.release(dom, delete=True)
+
+
+def test_crun_workaround_runs_create_in_a_private_mount_namespace(cconfig, backend, rootfs, make_domain):
+    if backend.runtime().name != "crun" or not hybrid_cgroups():
+        pytest.skip("only crun on a hybrid-cgroup host needs the workaround")
+    assert backend.runtime().wrap
+    dom = make_domain(cconfig(rootfs, ["/bin/sh", "-c", LOOP]))
+    assert start(backend, dom).state == RUNNING
+    entry = [json.loads(line) for line in backend.ctx.command_log.read_text().splitlines()
+             if "conmon" in line][-1]
+    argv = entry["argv"]
+    rt_path = argv[argv.index("--runtime") + 1]
+    assert rt_path.endswith("unshare") and "--runtime-arg=/sys/fs/cgroup/unified" in argv, argv
+    assert "/sys/fs/cgroup/unified" in Path("/proc/self/mounts").read_text(), "the host keeps its mounts"
+    backend.destroy(dom)
+    assert backend.wait_gone(dom, 10)
     backend.release(dom, delete=True)

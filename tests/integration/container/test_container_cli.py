@@ -228,7 +228,7 @@ def test_console_attach_on_terminal(ecli, rootfs):
         return True
 
     try:
-        assert read_until(b"Ctrl-] detaches")
+        assert read_until(b"Ctrl-] to detach")
         os.write(fd, b"MARK42\n")
         assert read_until(b"ECHO:MARK42"), seen
         os.write(fd, b"\x1d")  # detach

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from kvmtest import REPO, artifacts_dir, config, qemus_under
-from eveadm.backends.base import BackendContext, Domain, pid_alive, wait_until
+from eveadm.backends.base import Domain
+from eveadm.backends.host import BackendContext, pid_alive, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -58,9 +59,9 @@ def ctx(root) -> BackendContext:
 
 @pytest.fixture
 def backend(ctx):
-    from eveadm.backends.kvm import KvmBackend
+    from eveadm import backends
 
-    return KvmBackend(ctx)
+    return backends.load("kvm", ctx)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[3]
 if str(REPO / "src") not in sys.path:
     sys.path.insert(0, str(REPO / "src"))
 
-from eveadm.backends.base import wait_until  # noqa: E402
+from eveadm.backends.host import wait_until  # noqa: E402
 
 READY = b"EVEADM-GUEST-READY"
 BOOT_TIMEOUT = 60  # s; a TCG boot takes ~2.5 s alone, more when two run at once on 2 cores

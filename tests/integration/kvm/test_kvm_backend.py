@@ -13,15 +13,18 @@ from pathlib import Path
 import pytest
 
 from kvmtest import READY, REPO, boot, log_bytes, qemus_under, wait_log
-from eveadm.backends import kvm as kvm_mod
-from eveadm.backends.base import ABSENT, CRASHED, PAUSED, RUNNING, SHUTDOWN, pid_alive, wait_until
+from eveadm import backends
+from eveadm.backends.base import ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN
+from eveadm.backends.host import BackendContext, pid_alive, wait_until
+from eveadm.backends.kvm import argv as kvm_argv
+from eveadm.backends.kvm.qmp import qmp
 from eveadm.errors import BackendError, BackendUnavailable
 
 pytestmark = pytest.mark.kvm
 
 
 def test_accel_auto_refuses_pvm_kvm_and_says_why(backend, make_dom, monkeypatch):
-    accel, why = kvm_mod._detect_accel()
+    accel, why = kvm_argv._detect_accel()
     flags = Path("/proc/cpuinfo").read_text()
     if os.path.exists("/sys/module/kvm_pvm") or not ({"vmx", "svm"} & set(flags.split())):
         assert accel == "tcg" and why.startswith("software emulation")
@@ -39,8 +42,9 @@ def test_create_paused_unpause_graceful_stop(backend, make_dom):
     dom.run_dir.mkdir(parents=True)
     backend.prepare(dom)
     assert Path(dom.backend["argv_file"]).read_text() == backend.render(dom)
-    backend.create_paused(dom)
+    created = backend.create_paused(dom)
     pid = dom.backend["pid"]
+    assert (created.state, created.pid) == (PAUSED, pid)
     assert dom.backend["accel"] in ("tcg", "kvm") and dom.backend["accel_reason"]
     st = backend.status([dom])[dom.uuid]
     assert (st.state, st.pid, st.detail["qemu_status"]) == (PAUSED, pid, "prelaunch")
@@ -51,19 +55,21 @@ def test_create_paused_unpause_graceful_stop(backend, make_dom):
     # vCPUs stopped: the kernel prints nothing while paused (checked after the boot took ~0.5 s elsewhere)
     assert READY not in log_bytes(dom.backend["serial_log"])
 
-    backend.unpause(dom)
+    verified = backend.unpause(dom)
+    assert (verified.state, verified.pid, verified.detail["qemu_status"]) == (RUNNING, pid, "running")
     assert backend.status([dom])[dom.uuid].state == RUNNING
     wait_log(dom.backend["serial_log"], READY)
 
     t0 = time.monotonic()
-    backend.shutdown(dom, force=False)
+    backend.shutdown(dom, GRACEFUL, 10)
     assert backend.wait_gone(dom, 30)
     took = time.monotonic() - t0
     assert took < 3, f"graceful stop took {took:.2f}s"
     assert b"EVEADM-GUEST-POWERDOWN" in log_bytes(dom.backend["serial_log"])
     assert backend.status([dom])[dom.uuid].state == SHUTDOWN  # the guest powered off, cleanly
-    assert wait_until(lambda: not pid_alive(pid), 5)  # the lingering -no-shutdown QEMU was let go
+    assert pid_alive(pid)  # QEMU lingers (-no-shutdown) until eveadm ends it: status only looks
     backend.release(dom)
+    assert not pid_alive(pid)  # release let the lingering QEMU go
     assert backend.status([dom])[dom.uuid].state == ABSENT
     assert not dom.run_dir.exists()
     assert Path(dom.backend["serial_log"]).exists()  # the console log outlives a stop
@@ -75,10 +81,10 @@ def test_paused_guest_runs_nothing_until_unpause(backend, make_dom):
     backend.create_paused(dom)
     # a running guest would print its ready line in ~2.5 s; give a paused one twice that
     assert not wait_until(lambda: READY in log_bytes(dom.backend["serial_log"]), 5)
-    assert kvm_mod.qmp(dom.backend["qmp"], "query-status")[0]["status"] == "prelaunch"
+    assert qmp(dom.backend["qmp"], "query-status")[0]["status"] == "prelaunch"
     backend.unpause(dom)
     wait_log(dom.backend["serial_log"], READY)
-    backend.destroy(dom)
+    backend.destroy(dom, 5)
     assert backend.status([dom])[dom.uuid].state == ABSENT
 
 
@@ -86,10 +92,10 @@ def test_guest_ignoring_powerbutton_is_forced(backend, make_dom):
     dom = make_dom(extra_cmdline="eveadm.ignore_powerbutton")
     boot(backend, dom)
     wait_log(dom.backend["serial_log"], READY)
-    backend.shutdown(dom, force=False)
+    backend.shutdown(dom, GRACEFUL, 10)
     assert not backend.wait_gone(dom, 1.5)
     assert backend.status([dom])[dom.uuid].state == RUNNING
-    backend.shutdown(dom, force=True)
+    backend.shutdown(dom, FORCED, 10)
     t0 = time.monotonic()
     assert backend.wait_gone(dom, 10)
     assert time.monotonic() - t0 < 2
@@ -103,9 +109,12 @@ def test_guest_poweroff_by_itself_is_shutdown(backend, make_dom):
     assert backend.wait_gone(dom, 60)
     assert b"EVEADM-GUEST-POWEROFF" in log_bytes(dom.backend["serial_log"])
     st = backend.status([dom])[dom.uuid]
-    assert st.state == SHUTDOWN and st.error is None
-    assert wait_until(lambda: not pid_alive(pid), 5)
-    assert backend.status([dom])[dom.uuid].state == SHUTDOWN  # still known as a clean poweroff
+    assert (st.state, st.error, st.detail["qemu_status"]) == (SHUTDOWN, None, "shutdown")
+    assert pid_alive(pid) and backend.status([dom])[dom.uuid].state == SHUTDOWN  # asking twice changes nothing
+    # the engine, having recorded the poweroff, destroys what remains: eveadm's doing, not a crash
+    backend.destroy(dom, 5)
+    assert not pid_alive(pid)
+    assert backend.status([dom])[dom.uuid].state == ABSENT
 
 
 @pytest.mark.parametrize("how", ["SIGKILL from outside", "kill SIGTERM"])
@@ -158,13 +167,13 @@ def test_failed_start_reports_qemu_words(backend, make_dom, root):
 
 def test_paths_with_commas_are_escaped(guest, tmp_path_factory):
     from kvmtest import config
-    from eveadm.backends.base import BackendContext, Domain
+    from eveadm.backends.base import Domain
     import shutil
     import tempfile
 
     base = Path(tempfile.mkdtemp(prefix="ev,k-", dir="/tmp"))
     try:
-        b = kvm_mod.KvmBackend(BackendContext(base))
+        b = backends.load("kvm", BackendContext(base))
         cfg = config(guest)
         dom = Domain(cfg["uuid"], cfg, {}, base / "domains" / cfg["uuid"], base / "run" / cfg["uuid"])
         assert ",," in b.render(dom)
@@ -182,14 +191,14 @@ def test_paths_with_commas_are_escaped(guest, tmp_path_factory):
 
 def test_too_long_socket_path_is_a_clear_error(guest):
     from kvmtest import config
-    from eveadm.backends.base import BackendContext, Domain
+    from eveadm.backends.base import Domain
     import shutil
     import tempfile
 
     base = Path(tempfile.mkdtemp(prefix="evk-", dir="/tmp"))
     deep = base / ("d" * 80)
     try:
-        b = kvm_mod.KvmBackend(BackendContext(deep))
+        b = backends.load("kvm", BackendContext(deep))
         cfg = config(guest)
         dom = Domain(cfg["uuid"], cfg, {}, deep / "domains" / cfg["uuid"], deep / "run" / cfg["uuid"])
         b.prepare(dom)
@@ -238,7 +247,7 @@ def test_disk_copy_semantics(backend, make_dom, root):
         seen.append(_disk_lines(log.rsplit(b"EVEADM-GUEST-READY", 1)[1]))
         kinds = {d["index"]: d["kind"] for d in dom.backend["disks"]}
         assert kinds == {0: "user", 1: "fresh", 2: "preserved", 3: "blank", 4: "blank-at"}
-        backend.shutdown(dom)
+        backend.shutdown(dom, GRACEFUL, 10)
         assert backend.wait_gone(dom, 30)
         removed = backend.release(dom)
         assert any(".fresh." in p for p in removed)  # the fresh overlay goes at every stop
@@ -290,11 +299,11 @@ def test_two_domains_at_once_and_cloud_init(backend, make_dom):
     info = backend.info(a)
     assert any(blk["file"] == a.backend["cidata"] for blk in info["block"])
     # stopping one leaves the other running
-    backend.shutdown(a)
+    backend.shutdown(a, GRACEFUL, 10)
     assert backend.wait_gone(a, 30)
     states = backend.status([a, b])
     assert states[a.uuid].gone and states[b.uuid].state == RUNNING
-    backend.shutdown(b, force=True)
+    backend.shutdown(b, FORCED, 10)
     assert backend.wait_gone(b, 10)
 
 
@@ -304,7 +313,7 @@ def test_console_attach_pipes_both_ways(backend, make_dom):
     wait_log(dom.backend["serial_log"], READY)
     code = (
         "import sys; sys.path.insert(0, %r)\n"
-        "from eveadm import serial\n"
+        "from eveadm.backends import console as serial\n"
         "sys.exit(serial.attach(%r, %r))\n"
     ) % (str(REPO / "src"), dom.backend["serial"], str(Path(dom.run_dir) / "console.lock"))
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -345,7 +354,7 @@ def test_wait_gone_polls_when_the_event_monitor_is_taken(backend, make_dom):
     hog = socket.socket(socket.AF_UNIX)
     hog.connect(dom.backend["qmp_events"])  # QEMU serves one client per monitor
     try:
-        backend.shutdown(dom)
+        backend.shutdown(dom, GRACEFUL, 10)
         t0 = time.monotonic()
         assert backend.wait_gone(dom, 20)
         assert time.monotonic() - t0 < 4
@@ -365,7 +374,7 @@ def test_console_on_a_tty_restores_the_terminal(backend, make_dom):
     before = termios.tcgetattr(slave)
     code = (
         "import sys, termios; sys.path.insert(0, %r)\n"
-        "from eveadm import serial\n"
+        "from eveadm.backends import console as serial\n"
         "rc = serial.attach(%r, %r)\n"
         "sys.exit(rc if termios.tcgetattr(0) == %r else 99)\n"
     ) % (str(REPO / "src"), dom.backend["serial"], str(Path(dom.run_dir) / "console.lock"), before)
@@ -421,7 +430,7 @@ def test_rich_config_is_accepted_by_qemu(backend, make_dom, root):
     pid = dom.backend["pid"]
     assert os.sched_getaffinity(pid) == {0}
     backend.unpause(dom)
-    st, block, vnc, cpus = kvm_mod.qmp(dom.backend["qmp"], "query-status", "query-block", "query-vnc",
+    st, block, vnc, cpus = qmp(dom.backend["qmp"], "query-status", "query-block", "query-vnc",
                                        "query-cpus-fast")
     assert st["status"] == "running"
     files = sorted((b.get("inserted") or {}).get("file", "") for b in block)
@@ -463,6 +472,81 @@ def test_a_qemu_whose_pid_was_never_recorded_is_found_by_its_pid_file(backend, m
     pid = dom.backend["pid"]
     dom.backend.clear()  # what the engine would have persisted had it died mid-create
     assert backend.status([dom])[dom.uuid].state == PAUSED
+    assert dom.backend == {}  # found, not recorded: status only reads
     backend.destroy(dom)
     assert not pid_alive(pid)
     assert backend.status([dom])[dom.uuid].state == ABSENT
+
+
+def _what_status_could_touch(root: Path, doms) -> tuple:
+    """Everything a status() must leave as it was: the backend dicts, the command log, the domains' files."""
+    import copy
+
+    files = {d.uuid: sorted(str(p) for top in (d.run_dir, d.data_dir) for p in top.rglob("*")) for d in doms}
+    return copy.deepcopy([d.backend for d in doms]), log_bytes(root / "log" / "commands.jsonl"), files
+
+
+def test_status_is_a_pure_read(backend, make_dom, root):
+    running = make_dom(alias="running")
+    paused = make_dom(alias="paused")
+    off = make_dom(alias="off", extra_cmdline="eveadm.poweroff")
+    boot(backend, running)
+    boot(backend, off)
+    backend.prepare(paused)
+    backend.create_paused(paused)
+    wait_log(running.backend["serial_log"], READY)
+    assert wait_until(lambda: qmp(off.backend["qmp"], "query-status")[0]["status"] == "shutdown", 60)
+    doms = [running, paused, off]
+    before = _what_status_could_touch(root, doms)
+    assert before[1], "the command log should hold QEMU's start"
+
+    for _ in range(2):
+        states = backend.status(doms)
+        assert {d.alias: states[d.uuid].state for d in doms} == {"running": RUNNING, "paused": PAUSED,
+                                                                 "off": SHUTDOWN}
+        for dom in doms:
+            assert backend.status([dom])[dom.uuid] == states[dom.uuid]
+
+    assert _what_status_could_touch(root, doms) == before
+    # the powered-off guest's QEMU is still there, still in run state shutdown: status did not quit it
+    assert pid_alive(off.backend["pid"])
+    assert qmp(off.backend["qmp"], "query-status")[0]["status"] == "shutdown"
+    for dom in doms:
+        backend.destroy(dom, 5)
+        assert backend.status([dom])[dom.uuid].state == ABSENT
+
+
+def test_a_stopped_qemu_holds_up_no_one(backend, make_dom):
+    """A QEMU that answers nothing (SIGSTOP): status of the others is not delayed past the status
+    timeout, a stop request gives up within its budget, destroy still ends it."""
+    from eveadm.backends.kvm.backend import STATUS_TIMEOUT
+
+    hung, fine = make_dom(alias="hung"), make_dom(alias="fine")
+    boot(backend, hung)
+    boot(backend, fine)
+    pid = hung.backend["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        states = backend.status([hung, fine])
+        took = time.monotonic() - t0
+        assert took < STATUS_TIMEOUT + 0.5, f"status of two took {took:.2f}s"
+        assert states[fine.uuid].detail["qemu_status"] == "running"
+        assert states[hung.uuid].state == RUNNING  # the process is there: never called gone
+        assert states[hung.uuid].detail["qmp_error"] == "no answer (timeout)"
+
+        for kind in (GRACEFUL, FORCED):
+            t0 = time.monotonic()
+            with pytest.raises(BackendError, match=f"^QMP {'quit' if kind == FORCED else 'system_powerdown'} on "):
+                backend.shutdown(hung, kind, 1)
+            took = time.monotonic() - t0
+            assert took < 1.5, f"{kind} request to a silent QEMU took {took:.2f}s with a 1 s budget"
+
+        backend.destroy(hung, 5)  # SIGKILL ends a stopped process too
+        assert not pid_alive(pid)
+        assert backend.status([hung])[hung.uuid].state == ABSENT
+    finally:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGCONT)
+    assert backend.status([fine])[fine.uuid].state == RUNNING
+    backend.destroy(fine, 5)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kvmtest import READY, REPO, log_bytes, qemus_under, wait_log
-from eveadm.backends.base import pid_alive, wait_until
+from eveadm.backends.host import pid_alive, wait_until
 
 pytestmark = pytest.mark.kvm
 
@@ -88,7 +88,7 @@ def test_lifecycle_create_stop_start_force_delete(root, guest):
 
 
 def test_create_paused_keeps_vcpus_stopped_until_start(root, guest):
-    from eveadm.backends.kvm import qmp
+    from eveadm.backends.kvm.qmp import qmp
 
     dom = create(root, guest, "--paused")
     uuid = dom["uuid"]
@@ -191,3 +191,35 @@ def test_missing_qemu_gives_install_hint(root, guest, tmp_path):
     assert out.returncode == 1
     assert b"brand kvm needs qemu-system-x86_64: apt-get install qemu-system-x86" in out.stderr
     assert b"Traceback" not in out.stderr
+
+
+def test_stop_of_a_guest_that_answers_nothing_keeps_to_the_budgets(root, guest):
+    """SIGSTOP QEMU: neither the ACPI button nor QMP quit is answered, so the stop climbs every rung.
+    It must be done within the sum of the budgets its own journal shows."""
+    dom = create(root, guest)
+    uuid, pid = dom["uuid"], dom["domain_id"]
+    wait_log(dom["backend"]["serial_log"], READY)
+    os.kill(pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    ev(root, "stop", "-t", "2", uuid, env={"EVEADM_FORCE_TIMEOUT": "2", "EVEADM_DESTROY_TIMEOUT": "5"})
+    took = time.monotonic() - t0
+
+    events = {}
+    for line in ev(root, "events", "-j", uuid).stdout.splitlines():
+        event = json.loads(line)
+        events[event["type"]] = event  # the last of each type: this stop's
+    budgets = [events[t]["timeout"] for t in ("stop.graceful_sent", "stop.forced", "stop.destroyed")]
+    assert budgets == [2, 2, 5]
+    assert "error" in events["stop.graceful_sent"] and "error" in events["stop.forced"]  # neither was answered
+    assert events["stop.gone"]["seconds"] <= sum(budgets)
+    assert get(root, uuid)["state"] == "stopped"
+    assert not pid_alive(pid) and not qemus_under(root)
+    assert took <= sum(budgets) + 1.5, f"stop took {took:.2f}s, budgets {budgets}"
+
+
+def test_xen_virt_mode_is_refused_once_with_the_backends_words(root):
+    out = ev(root, "validate", "create", "-j", stdin=json.dumps({"brand": "kvm", "virt_mode": "pv"}).encode(),
+             check=False)
+    assert out.returncode != 0
+    text = (out.stdout + out.stderr).decode()
+    assert text.count("pv is a xen mode; kvm runs hvm or fml") == 1, text

@@ -4,8 +4,10 @@ import shutil
 
 import pytest
 
-from eveadm import disks, schema
-from eveadm.backends.base import BackendContext, Domain
+from eveadm import schema
+from eveadm.backends.base import Domain
+from eveadm.backends.host import BackendContext
+from eveadm.backends.vm import disks
 
 pytestmark = pytest.mark.skipif(not shutil.which("qemu-img"), reason="qemu-img missing (apt-get install qemu-utils)")
 

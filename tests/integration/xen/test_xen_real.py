@@ -32,24 +32,29 @@ DRIVE = r'''
 import json, sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from eveadm.backends.base import BackendContext, Domain
+from eveadm.backends import facts
+from eveadm.backends.base import Domain
+from eveadm.backends.host import BackendContext
 from eveadm.backends.xen import XenBackend
 step, state = sys.argv[2], Path(sys.argv[3])
 s = json.loads(state.read_text())
 root = Path(s["root"])
 dom = Domain(s["config"]["uuid"], s["config"], s.get("backend", {}), root / "domains" / s["config"]["uuid"],
              root / "run" / s["config"]["uuid"])
-be = XenBackend(BackendContext(root))
+be = XenBackend(BackendContext(root), facts("xen"))
+returned = None
 if step == "create":
-    be.check_available(); be.prepare(dom); be.create_paused(dom); be.disable_vif_offload(dom, dom.backend["domid"])
+    be.check_available(); be.prepare(dom); returned = be.create_paused(dom)
+    be.disable_vif_offload(dom, dom.backend["domid"])
 elif step == "unpause":
-    be.unpause(dom)
+    returned = be.unpause(dom)
 elif step == "destroy":
-    be.destroy(dom); be.release(dom, delete=True)
+    be.destroy(dom, 10); be.release(dom, delete=True)
 st = be.status([dom])[dom.uuid]
 s["backend"] = dom.backend
 state.write_text(json.dumps(s))
-print(json.dumps({"state": st.state, "domid": st.domain_id, "name": dom.name}))
+print(json.dumps({"state": st.state, "domid": st.domain_id, "name": dom.name, "backend_domid": dom.backend.get("domid"),
+                  "returned": returned and {"state": returned.state, "domid": returned.domain_id}}))
 '''
 
 
@@ -69,12 +74,15 @@ def test_offload_keys_are_zero_while_still_paused(dom0):
         return json.loads(out.strip().splitlines()[-1])
 
     st = step("create")
-    assert st["state"] == "paused"
     name, domid = st["name"], st["domid"]
+    # create_paused returns what xl lists, and the offload writes leave it paused
+    assert st["returned"] == {"state": "paused", "domid": domid} and st["state"] == "paused"
+    assert domid == st["backend_domid"] and domid > 0
     assert "p" in dom0.xl_flags(name)
     for key in offload_keys(domid):
         assert dom0.xenstore(key) == "0", key
-    assert step("unpause")["state"] == "running"
+    st = step("unpause")
+    assert st["returned"] == {"state": "running", "domid": domid}
     assert "p" not in dom0.xl_flags(name)
     assert step("destroy")["state"] == "absent"
     assert dom0.xl_flags(name) is None
@@ -151,6 +159,21 @@ def test_lifecycle_through_the_cli(dom0):
     assert dom0.xl_flags(name) is None
     assert dom0.eveadm("get", u).returncode == 4
     assert dom0.sh(f"test -e {ROOT}/domains/{u}")[0] != 0
+
+
+def test_stop_of_a_paused_domain_is_one_destroy(dom0):
+    """A paused guest cannot act on a shutdown request: the engine's ladder goes straight to destroy."""
+    p = payload(dom0, "idle", nics=0)
+    u = p["uuid"]
+    name = f"idle.{u[:8]}"
+    dom0.ok("create", "--paused", payload=p)
+    n0 = len(dom0.commands())
+    dom0.ok("stop", u)
+    cmds = dom0.argvs()[n0:]
+    assert ["xl", "destroy", name] in cmds and not [c for c in cmds if c[:2] == ["xl", "shutdown"]]
+    assert dom0.xl_flags(name) is None
+    assert json.loads(dom0.ok("get", u).stdout)["state"] == "stopped"
+    dom0.ok("delete", u)
 
 
 def test_guest_crash_is_failed(dom0):

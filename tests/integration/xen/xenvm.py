@@ -71,7 +71,7 @@ class XenVM:
         self.proc = subprocess.Popen(self.qemu_argv(), stdin=subprocess.DEVNULL,
                                      stdout=open(self.workdir / "qemu.out", "wb"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
-        from eveadm.backends.base import wait_until
+        from eveadm.backends.host import wait_until
 
         if not wait_until(lambda: self.sock.exists() or self.proc.poll() is not None, 10) or not self.sock.exists():
             raise RuntimeError("qemu did not start: " + (self.workdir / "qemu.out").read_text()[-500:])

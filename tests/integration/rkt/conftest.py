@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 SIM = Path(__file__).resolve().parent / "sim"
-SRC = str(Path(__file__).resolve().parents[2] / "src")
+SRC = str(Path(__file__).resolve().parents[3] / "src")
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
 

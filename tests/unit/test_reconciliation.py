@@ -1,9 +1,12 @@
-"""Regression tests for races and holes found in review of the engine."""
+"""Reads agree with the backend, and commands left half-way are settled: stale statuses, killed starts,
+failed domains that still exist, pending changes."""
+
 
 import json
 
 import eveadm
-from eveadm.backends.base import ABSENT, BackendContext, Status
+from eveadm.backends.base import ABSENT, Status
+from eveadm.backends.host import BackendContext
 from eveadm.backends.null import NullBackend
 
 
@@ -47,46 +50,6 @@ def test_reboot_clears_pending_restart(cli):
     assert cli.json("update", dom["uuid"], "vcpus=2", "-j")["domain"]["pending_restart"] == ["vcpus"]
     cli.ok("reboot", dom["uuid"])
     assert "pending_restart" not in cli.json("get", dom["uuid"])
-
-
-def test_lookup_output_keys_are_checked_and_nested(cli):
-    dom = cli.create({"brand": "null", "tags": {"role": "db"}})
-    proc = cli("lookup", "-j", "-o", "bogus")
-    assert proc.returncode == 2 and 'invalid output key: "bogus"' in proc.stderr
-    assert cli.json("lookup", "-j", "-o", "uuid,tags.role") == [{"uuid": dom["uuid"], "tags.role": "db"}]
-
-
-def test_scalar_payload_properties_are_list_keys(cli, tmp_path):
-    kernel = tmp_path / "vmlinuz"
-    kernel.write_bytes(b"k")
-    cli.create({"brand": "null", "workdir": "/srv", "alias": "w"})
-    assert cli.ok("list", "-H", "-o", "alias,workdir", "workdir=/srv").stdout.split() == ["w", "/srv"]
-
-
-def test_duplicates_backward_ranges_and_nan_are_refused(cli):
-    for payload, needle in [
-        ({"brand": "null", "nics": [{"mac": "02:00:00:00:00:01"}, {"mac": "02:00:00:00:00:01"}]},
-         "nics.1.mac 02:00:00:00:00:01 is used twice"),
-        ({"brand": "null", "pci_devices": [{"address": "0000:00:04.0"}, {"address": "0000:00:04.0"}]},
-         "pci_devices.1.address"),
-        ({"brand": "null", "cpus": "5-1"}, "range 5-1 goes backwards"),
-    ]:
-        proc = cli("create", input=json.dumps(payload))
-        assert proc.returncode == 3 and needle in proc.stderr, proc.stderr
-    proc = cli("create", input='{"brand": "null", "tags": {"a": NaN}}')
-    assert proc.returncode == 3 and "NaN is not a JSON value" in proc.stderr
-    assert cli.ok("list", "-H").stdout == ""
-
-
-def test_control_characters_and_bad_vnc_ports_are_refused(cli, tmp_path):
-    kernel = tmp_path / "vmlinuz"
-    kernel.write_bytes(b"k")
-    proc = cli("validate", "create", input=json.dumps({"brand": "kvm", "kernel": str(kernel), "cmdline": "a\nb"}))
-    assert proc.returncode == 3 and "cmdline" in proc.stdout and "control characters" in proc.stdout
-    proc = cli("validate", "create", input=json.dumps({"brand": "kvm", "kernel": str(kernel), "vnc_port": 5}))
-    assert proc.returncode == 3 and "5900 + display number" in proc.stdout
-    proc = cli("validate", "create", input=json.dumps({"brand": "rkt", "image": "--insecure"}))
-    assert proc.returncode == 3 and "read as an option" in proc.stdout
 
 
 def test_list_asks_each_backend_once_for_all_its_domains(tmp_path, monkeypatch):

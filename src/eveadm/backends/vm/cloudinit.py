@@ -11,7 +11,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from .backends.base import BackendContext, Domain
+from ..base import Domain
+from ..host import BackendContext
 
 GENISOIMAGE_HINT = "apt-get install genisoimage"
 

@@ -8,7 +8,9 @@ import uuid as uuidlib
 
 import pytest
 
-from eveadm.backends.base import ABSENT, CRASHED, PAUSED, RUNNING, SHUTDOWN, BackendContext, Domain, wait_until
+from eveadm.backends import facts
+from eveadm.backends.base import ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN, Domain
+from eveadm.backends.host import BackendContext, wait_until
 from eveadm.backends.rkt import RktBackend
 from eveadm.backends.xen import OFFLOAD_FEATURES, device_model_pids, offload_keys
 from eveadm.errors import BackendError, BackendUnavailable
@@ -28,14 +30,14 @@ def make(sim, nics=1, env=None, alias=None):
     dom = Domain(u, config, {}, sim.root / "domains" / u, sim.root / "run" / u)
     dom.data_dir.mkdir(parents=True)
     dom.run_dir.mkdir(parents=True)
-    return RktBackend(ctx), dom
+    return RktBackend(ctx, facts("rkt")), dom
 
 
 def test_create_paused_is_the_seed_command_line(rktsim):
     be, dom = make(rktsim, alias="web")
     be.check_available()
     be.prepare(dom)
-    be.create_paused(dom)
+    created = be.create_paused(dom)
     cmds = rktsim.commands()
     d = rktsim.root / "rkt"
     cfg = dom.data_dir / "xl.cfg"
@@ -45,7 +47,8 @@ def test_create_paused_is_the_seed_command_line(rktsim):
         "--set-env=A=1", "--set-env=B=two words"]
     assert cmds[0]["env"] == {"STAGE1_XL_OPTS": "-p", "STAGE1_SEED_XL_CFG": str(cfg)}
     assert cmds[1]["argv"] == ["xl", "domid", f"web.{dom.uuid[:8]}"]
-    assert len(cmds) == 2
+    assert cmds[2]["argv"] == ["xl", "list"]  # the verification behind the returned Status
+    assert len(cmds) == 3
     pod = (dom.run_dir / "rkt-pod-uuid").read_text()
     assert dom.backend["pod"] == pod
     assert dom.backend["domid"] == rktsim.xen()["domains"][f"web.{dom.uuid[:8]}"]["domid"]
@@ -53,8 +56,8 @@ def test_create_paused_is_the_seed_command_line(rktsim):
     text = cfg.read_text()
     assert f'name = "web.{dom.uuid[:8]}"' in text
     assert "vif = [ 'bridge=br0,mac=02:16:3e:00:00:00,type=vif' ]" in text
-    st = be.status([dom])[dom.uuid]
-    assert st.state == PAUSED and st.domain_id == dom.backend["domid"] and st.detail["pod"] == pod
+    assert created.state == PAUSED and created.domain_id == dom.backend["domid"] and created.detail["pod"] == pod
+    assert be.status([dom])[dom.uuid] == created
 
 
 def test_activate_writes_ten_offload_keys_per_vif_then_unpauses(rktsim):
@@ -62,7 +65,7 @@ def test_activate_writes_ten_offload_keys_per_vif_then_unpauses(rktsim):
     be.prepare(dom)
     be.create_paused(dom)
     n = len(rktsim.commands())
-    be.unpause(dom)
+    started = be.unpause(dom)
     domid = dom.backend["domid"]
     tail = rktsim.argvs()[n:]
     keys = []
@@ -70,10 +73,10 @@ def test_activate_writes_ten_offload_keys_per_vif_then_unpauses(rktsim):
         keys += [f"/local/domain/0/backend/vif/{domid}/{i}/{f}" for f in OFFLOAD_FEATURES]
         keys += [f"/local/domain/{domid}/device/vif/{i}/{f}" for f in OFFLOAD_FEATURES]
     assert keys == offload_keys(domid, 2) and len(keys) == 20
-    assert tail == [["xenstore", "write", k, "0"] for k in keys] + [["xl", "unpause", dom.uuid]]
+    assert tail == [["xenstore", "write", k, "0"] for k in keys] + [["xl", "unpause", dom.uuid], ["xl", "list"]]
     store = rktsim.xen()["xenstore"]
     assert all(store[k] == "0" for k in keys)
-    assert be.status([dom])[dom.uuid].state == RUNNING
+    assert started.state == RUNNING and started.domain_id == domid
 
 
 def running_pod(rktsim):
@@ -87,31 +90,89 @@ def running_pod(rktsim):
 
 def test_stop_then_rm(rktsim):
     be, dom, pod, d, n = running_pod(rktsim)
-    be.shutdown(dom)
+    be.shutdown(dom, GRACEFUL, 10)
     st = be.status([dom])[dom.uuid]
     assert st.state == SHUTDOWN and st.exit_status == 0
-    be.destroy(dom)
+    be.destroy(dom)  # the exited pod: removed
     assert be.status([dom])[dom.uuid].state == ABSENT
     assert rktsim.argvs()[n:] == [
         ["rkt", f"--dir={d}", "stop", pod],
         ["xl", "list"], ["rkt", f"--dir={d}", "status", pod, "--format=json"],
-        ["rkt", f"--dir={d}", "rm", pod],
-        ["xl", "list"], ["rkt", f"--dir={d}", "status", pod, "--format=json"],
+        ["rkt", f"--dir={d}", "status", pod, "--format=json"], ["rkt", f"--dir={d}", "rm", pod],
+        ["xl", "list"],
     ]
+    assert not (d / "pods" / "run" / pod).exists()
+    n = len(rktsim.commands())
     removed = be.release(dom, delete=True)
+    assert rktsim.argvs()[n:] == []  # destroy removed the pod: nothing left to ask rkt
     assert str(dom.data_dir / "xl.cfg") in removed and not (dom.data_dir / "xl.cfg").exists()
 
 
-def test_forced_stop_and_destroy_of_running_pod(rktsim):
+def test_forced_stop_sends_one_request(rktsim):
     be, dom, pod, d, n = running_pod(rktsim)
-    # rkt refuses to rm a running pod: destroy stops it by force first
+    be.shutdown(dom, FORCED, 10)
+    assert rktsim.argvs()[n:] == [["rkt", f"--dir={d}", "stop", pod, "--force=true"]]
+    assert be.status([dom])[dom.uuid].state == SHUTDOWN
+    be.shutdown(dom, FORCED, 10)  # the pod no longer runs: not an error
+    be.shutdown(dom, GRACEFUL, 10)
+
+
+def test_destroy_is_one_command_per_call(rktsim):
+    """rkt refuses to remove a pod it runs: destroy ends it (stop --force) and the next destroy,
+    which the engine sends for what remains, removes it. No call escalates on its own."""
+    be, dom, pod, d, n = running_pod(rktsim)
+    status = ["rkt", f"--dir={d}", "status", pod, "--format=json"]
     be.destroy(dom)
-    assert rktsim.argvs()[n:] == [["rkt", f"--dir={d}", "rm", pod],
-                                  ["rkt", f"--dir={d}", "stop", pod, "--force=true"],
-                                  ["rkt", f"--dir={d}", "rm", pod]]
-    assert be.status([dom])[dom.uuid].state == ABSENT
+    assert rktsim.argvs()[n:] == [status, ["rkt", f"--dir={d}", "stop", pod, "--force=true"]]
+    assert be.status([dom])[dom.uuid].state == SHUTDOWN
+    n = len(rktsim.commands())
+    be.destroy(dom)
+    assert rktsim.argvs()[n:] == [status, ["rkt", f"--dir={d}", "rm", pod]]
+    assert be.status([dom])[dom.uuid].state == ABSENT and "pod" not in dom.backend
     be.destroy(dom)  # already gone: fine
-    be.shutdown(dom, force=True)
+    be.shutdown(dom, FORCED, 10)
+
+
+def test_destroy_of_a_paused_pod_then_release_leaves_nothing(rktsim):
+    """The engine's path after a failed unpause: one destroy, then release."""
+    be, dom = make(rktsim, nics=0)
+    be.prepare(dom)
+    be.create_paused(dom)
+    pod, d = dom.backend["pod"], rktsim.root / "rkt"
+    be.destroy(dom)
+    assert rktsim.xen()["domains"] == {}
+    n = len(rktsim.commands())
+    be.release(dom)
+    assert rktsim.argvs()[n:] == [["rkt", f"--dir={d}", "rm", pod]]
+    assert not (d / "pods" / "run" / pod).exists()
+    assert be.status([dom])[dom.uuid].state == ABSENT
+
+
+def test_destroy_without_pod_removes_an_orphan_stage1_domain(rktsim):
+    """`rkt run` failed before writing the pod uuid, but stage1-xen already made the paused domain."""
+    be, dom = make(rktsim, nics=0)
+    be.prepare(dom)
+    be.create_paused(dom)
+    dom.backend.pop("pod")
+    n = len(rktsim.commands())
+    be.destroy(dom)
+    assert rktsim.argvs()[n:] == [["xl", "list"], ["xl", "destroy", dom.uuid]]
+    assert rktsim.xen()["domains"] == {}
+
+
+def test_status_is_a_pure_read(rktsim):
+    be, dom, pod, d, n = running_pod(rktsim)
+    be.shutdown(dom, GRACEFUL, 10)  # exited: status asks both xl and rkt
+
+    def world():  # what the domain, Xen and rkt hold (not the simulators' own call log)
+        xen = rktsim.xen()
+        return dict(dom.backend), xen["domains"], xen["xenstore"], (d / "pods" / "run" / pod / "pod.json").read_text()
+
+    before = world()
+    n = len(rktsim.commands())
+    assert be.status([dom])[dom.uuid].state == SHUTDOWN
+    assert [a[1] if a[0] == "xl" else a[2] for a in rktsim.argvs()[n:]] == ["list", "status"]
+    assert world() == before
 
 
 def test_status_asks_xl_once_for_all_live_pods(rktsim):
@@ -120,7 +181,7 @@ def test_status_asks_xl_once_for_all_live_pods(rktsim):
     for _, dom in pairs:
         be.prepare(dom)
         be.create_paused(dom)
-    pairs[1][0].unpause(pairs[1][1])
+    assert pairs[1][0].unpause(pairs[1][1]).state == RUNNING
     n = len(rktsim.commands())
     sts = be.status([d for _, d in pairs])
     assert rktsim.argvs()[n:] == [["xl", "list"]]
@@ -225,5 +286,5 @@ def test_alias_change_keeps_the_running_name(rktsim):
     be.create_paused(dom)
     dom.config["alias"] = "new"
     assert be.status([dom])[dom.uuid].state == PAUSED
-    be.unpause(dom)
-    assert rktsim.argvs()[-1] == ["xl", "unpause", f"old.{dom.uuid[:8]}"]
+    assert be.unpause(dom).state == RUNNING
+    assert rktsim.argvs()[-2:] == [["xl", "unpause", f"old.{dom.uuid[:8]}"], ["xl", "list"]]

@@ -1,20 +1,20 @@
 """brand xen without a hypervisor: the xl cfg it renders, how it reads xl's output and logs,
-exact-domid device-model matching, and its one-line errors. (The commands themselves run
-against real Xen in test_xen_real.py.)"""
+exact-domid device-model matching, its one-line errors, and the primitives' contract against a
+scripted stand-in for xl. (The commands themselves run against real Xen in
+tests/integration/xen/test_xen_real.py.)"""
 
+import json
+import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-SRC = str(Path(__file__).resolve().parents[3] / "src")
-if SRC not in sys.path:
-    sys.path.insert(0, SRC)
-
-from eveadm.backends.base import ABSENT, CRASHED, PAUSED, RUNNING, SHUTDOWN, BackendContext, Domain  # noqa: E402
-from eveadm.backends.xen import (  # noqa: E402
-    XenBackend, device_model_pids, explain, last_shutdown, offload_keys, parse_xl_list, state_of)
-from eveadm.errors import BackendError, BackendUnavailable  # noqa: E402
+from eveadm.backends import facts
+from eveadm.backends.base import ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN, Domain
+from eveadm.backends.host import BackendContext
+from eveadm.backends.xen import (
+    XenBackend, device_model_pids, explain, last_shutdown, offload_keys, parse_xl_list, state_of, xl_complaint)
+from eveadm.errors import BackendError, BackendUnavailable
 
 U = "4a144db0-6b63-405a-b884-7760042023b1"
 
@@ -36,7 +36,7 @@ def dom(tmp_path, **cfg):
 def backend(tmp_path, monkeypatch, **settings):
     for k, v in settings.items():
         monkeypatch.setenv("EVEADM_XEN_" + k.upper(), str(v))
-    return XenBackend(BackendContext(tmp_path / "root"))
+    return XenBackend(BackendContext(tmp_path / "root"), facts("xen"))
 
 
 def test_render_pv_domain_in_domainmgr_order(tmp_path, monkeypatch):
@@ -236,5 +236,155 @@ def test_destroy_and_shutdown_of_a_gone_domain_are_fine(tmp_path, monkeypatch):
     be = backend(tmp_path, monkeypatch, xl=_stub(tmp_path, "web is an invalid domain identifier (rc=-6)"))
     d = dom(tmp_path)
     be.destroy(d)
-    be.shutdown(d)
-    be.shutdown(d, force=True)
+    be.shutdown(d, GRACEFUL, 10)
+    be.shutdown(d, FORCED, 10)
+
+
+def test_the_first_libxl_error_is_the_complaint():
+    """libxl prints the failures of its own clean-up after the cause; the cause is what to show."""
+    out = ("Parsing config from /x/xl.cfg\n"
+           "libxl: error: libxl_create.c:720:libxl__domain_make: Domain 3:cannot make domain: -3\n"
+           "libxl: error: libxl_domain.c:1182:libxl__destroy_domid: Domain 3:Non-existant domain\n"
+           "libxl: error: libxl_domain.c:1063:domain_destroy_cb: Domain 3:Destruction of domain failed\n")
+    proc = subprocess.CompletedProcess(["xl"], 3, stdout=b"", stderr=out.encode())
+    assert xl_complaint(proc).endswith("cannot make domain: -3")
+    plain = subprocess.CompletedProcess(["xl"], 1, stdout=b"", stderr=b"first\nweb is an invalid domain identifier\n")
+    assert xl_complaint(plain) == "web is an invalid domain identifier"
+
+
+# A scripted xl: keeps its domains and pciback devices in a JSON file, logs nothing itself
+# (eveadm's command log has every call), and answers the commands the backend issues.
+FAKE_XL = r"""
+import json, sys
+path = sys.argv[1]
+st = json.load(open(path))
+cmd, args = sys.argv[2], sys.argv[3:]
+doms = st["domains"]
+def out(s): sys.stdout.write(s + "\n")
+def gone(name): sys.stderr.write(name + " is an invalid domain identifier (rc=-6)\n"); sys.exit(1)
+if cmd == "create":
+    doms[st["name"]] = {"domid": 7, "flags": st.get("created_flags", "--p---")}
+elif cmd == "domid":
+    out(str(doms[args[0]]["domid"])) if args[0] in doms else gone(args[0])
+elif cmd == "list":
+    out("Name   ID   Mem VCPUs\tState\tTime(s)")
+    for n, d in doms.items():
+        out(f"{n} {d['domid']} 256 1 {d['flags']} 0.1")
+elif cmd == "unpause":
+    doms[args[0]]["flags"] = st.get("after_unpause", "-b----")
+elif cmd in ("shutdown", "destroy"):
+    doms.pop(args[-1], None) or gone(args[-1])
+elif cmd == "pci-assignable-list":
+    for a in st["pciback"]: out(a)
+elif cmd == "pci-assignable-add":
+    st["pciback"].append(args[0])
+elif cmd == "pci-assignable-rem":
+    if args[-1] in st.get("busy", []):
+        sys.stderr.write("libxl: error: libxl_pci.c:1700: device " + args[-1] + " is busy\n"); sys.exit(1)
+    st["pciback"].remove(args[-1])
+json.dump(st, open(path, "w"))
+"""
+
+
+@pytest.fixture
+def scripted(tmp_path, monkeypatch):
+    """(backend, domain, state file): xl is FAKE_XL, xenstore accepts every write."""
+    state = tmp_path / "xl-state.json"
+    d = dom(tmp_path, virt_mode="pv", kernel="/k", nics=[{"mac": "02:00:00:00:00:01"}],
+            pci_devices=[{"address": "0000:07:00.0"}, {"address": "0000:08:00.0"}])
+    state.write_text(json.dumps({"name": d.name, "domains": {}, "pciback": ["0000:08:00.0"]}))
+    (tmp_path / "fake_xl.py").write_text(FAKE_XL)
+    xl = tmp_path / "xl"
+    xl.write_text(f'#!/bin/sh\nexec {sys.executable} {tmp_path / "fake_xl.py"} {state} "$@"\n')
+    xl.chmod(0o755)
+    xenstore = tmp_path / "xenstore"
+    xenstore.write_text("#!/bin/sh\nexit 0\n")
+    xenstore.chmod(0o755)
+    be = backend(tmp_path, monkeypatch, xl=xl, xenstore=xenstore)
+    return be, d, state
+
+
+def xl_calls(be, since=0):
+    log = be.ctx.command_log
+    return [json.loads(line)["argv"][1:] for line in log.read_text().splitlines()[since:]] if log.exists() else []
+
+
+def test_create_and_unpause_return_what_xl_lists(scripted):
+    be, d, state = scripted
+    be.prepare(d)
+    created = be.create_paused(d)
+    assert created.state == PAUSED and created.domain_id == 7 == d.backend["domid"]
+    assert [c for c in xl_calls(be) if c[:1] != ["write"]][-3:] == [
+        ["create", str(d.data_dir / "xl.cfg"), "-p"], ["domid", d.name], ["list"]]
+    n = len(xl_calls(be))
+    started = be.unpause(d)
+    assert started.state == RUNNING and started.domain_id == 7
+    assert xl_calls(be, n)[-2:] == [["unpause", d.name], ["list"]]
+
+
+def test_create_that_xl_does_not_list_paused_is_an_error(scripted):
+    be, d, state = scripted
+    be.prepare(d)
+    state.write_text(json.dumps(dict(json.loads(state.read_text()), created_flags="r-----")))
+    with pytest.raises(BackendError, match=f"xl create .* -p succeeded but Xen reports {d.name} running"):
+        be.create_paused(d)
+
+
+def test_unpause_reports_a_guest_that_ended_at_once(scripted):
+    be, d, state = scripted
+    be.prepare(d)
+    be.create_paused(d)
+    state.write_text(json.dumps(dict(json.loads(state.read_text()), after_unpause="---s--")))
+    assert be.unpause(d).state == SHUTDOWN
+
+
+@pytest.mark.parametrize("kind,argv", [(GRACEFUL, ["shutdown"]), (FORCED, ["shutdown", "-F"])])
+def test_shutdown_sends_one_request(scripted, kind, argv):
+    be, d, state = scripted
+    be.prepare(d)
+    be.create_paused(d)
+    n = len(xl_calls(be))
+    be.shutdown(d, kind, 5)
+    assert xl_calls(be, n) == [argv + [d.name]]
+    with pytest.raises(ValueError):
+        be.shutdown(d, "polite", 5)
+
+
+def test_destroy_is_one_xl_destroy(scripted):
+    be, d, state = scripted
+    be.prepare(d)
+    be.create_paused(d)
+    n = len(xl_calls(be))
+    be.destroy(d, 5)
+    assert xl_calls(be, n) == [["destroy", d.name]]
+    assert be.status([d])[d.uuid].state == ABSENT
+
+
+def test_status_is_a_pure_read(scripted):
+    be, d, state = scripted
+    be.prepare(d)
+    be.create_paused(d)
+    before = (json.dumps(d.backend, sort_keys=True), state.read_text())
+    n = len(xl_calls(be))
+    assert be.status([d])[d.uuid].state == PAUSED
+    assert xl_calls(be, n) == [["list"]]
+    assert (json.dumps(d.backend, sort_keys=True), state.read_text()) == before
+
+
+def test_pci_devices_bound_by_eveadm_are_given_back(scripted):
+    """0000:08:00.0 was in pciback already and stays; 0000:07:00.0 eveadm bound and gives back."""
+    be, d, state = scripted
+    be.prepare(d)
+    assert d.backend["pci_added"] == ["0000:07:00.0"]
+    assert json.loads(state.read_text())["pciback"] == ["0000:08:00.0", "0000:07:00.0"]
+    be.create_paused(d)
+    be.destroy(d)
+    st = json.loads(state.read_text())
+    state.write_text(json.dumps(dict(st, busy=["0000:07:00.0"])))
+    with pytest.raises(BackendError, match="pci-assignable-rem -r 0000:07:00.0 failed .* is busy"):
+        be.release(d)
+    assert d.backend["pci_added"] == ["0000:07:00.0"]  # kept: the next release tries again
+    state.write_text(json.dumps(dict(json.loads(state.read_text()), busy=[])))
+    be.release(d)
+    assert d.backend["pci_added"] == []
+    assert json.loads(state.read_text())["pciback"] == ["0000:08:00.0"]

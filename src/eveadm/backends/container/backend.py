@@ -1,72 +1,117 @@
-"""brand `container`: OCI containers run by runc or crun (EVE's containerd path, without containerd).
+"""brand `container`: OCI containers run by runc or crun under conmon (EVE's containerd path, without containerd).
 
 Per domain:
 
     <data_dir>/bundle/config.json   rendered runtime spec (`render()` returns its text)
     <data_dir>/bundle/rootfs        overlayfs mount: lower = the image's root filesystem (never
                                     written), upper/work = <data_dir>/upper, <data_dir>/work;
-                                    mounted at create (by the shim: one mount(2), logged in
-                                    commands.jsonl), unmounted by release
-    <run_dir>/console.log           everything the program writes (stdout+stderr or its pty)
-    <run_dir>/exit.json             written by the shim when the program ends (status, signal, time)
-    <run_dir>/console.sock          terminal:true only: attach point served by the shim
+                                    mounted before create (`mount -t overlay`), unmounted by release
+    <run_dir>/console.log           everything the program writes, conmon's k8s-file format
+                                    (`console_log_text` gives the program's own text)
+    <run_dir>/exit, conmon.pid ...  conmon's files of the current run (see monitor.py)
+    <data_dir>/bundle/attach        terminal:true: conmon's attach socket, relayed by `eveadm console`
 
 The root filesystem is an overlay mount, not a copy: creating a domain costs one
 `mount`, the image directory (or the unpacked OCI layout in the cache) stays
 untouched, and the container's own changes live in `upper`, kept across
 stop/start (as docker keeps a container's layer) and removed by delete.
 
-Two phases as domainmgr: `create_paused` = `<rt> create` (the runtime's init
-waits on its exec fifo: the process exists, the user's program has not
-started), `unpause` = `<rt> start`. Each runtime keeps its state under
-`<run_root>/container/<runtime>` (its `--root`), so two eveadm roots never see
-each other's containers. How the exit status is captured (the shim, a child
-subreaper) and how a terminal is kept attachable is described in
-`eveadm.oci`.
+Two phases as domainmgr: `create_paused` = conmon running `<rt> create` (the
+runtime's init waits on its exec fifo: the process exists, the user's program
+has not started), `unpause` = `<rt> start`. conmon stays as the subreaper of the
+container's init: it records the exit status, keeps the log and serves the
+terminal. Each runtime keeps its state under `<run_root>/container/<runtime>`
+(its `--root`), so two eveadm roots never see each other's containers.
+
+How an ending reads (status): conmon writes the exit status, 128 + N for a
+death by signal N. eveadm notes in dom.backend["signals_sent"] every signal it
+sends to a live program (stop, kill, destroy) before sending it; a death by a
+signal it sent is a stop (SHUTDOWN), a death by any other signal was caused
+from outside eveadm (CRASHED, the error names the signal; an OOM kill says so).
+A program that exits with a status above 128 by itself reads the same way
+(docker and podman have the same ambiguity: the exit file holds one number).
 
 Runtime choice: setting `container.runtime` = auto (default) | runc | crun.
 Each candidate is probed once per boot (a real `run` of the host's `true` in a
 read-only container) and the verdict is cached in `<cache>/container/runtime.json`.
 auto prefers crun when it works as is, then runc (works as is on hybrid-cgroup
-hosts), then crun through the hybrid-cgroup workaround (a private mount
-namespace without /sys/fs/cgroup/unified for `create`, made by the shim; see
-`eveadm.oci`). container.runtime=crun forces crun (with the workaround if needed).
+hosts), then crun through the hybrid-cgroup workaround: crun 1.8 refuses to
+create on a hybrid host, so conmon runs `unshare --mount --propagation private
+-- python3 umount_exec.py /sys/fs/cgroup/unified -- crun ...` as its runtime
+(create in a private mount namespace without the cgroup2 mount; the host keeps
+its mounts). container.runtime=crun forces crun (with the workaround if needed).
 
 status(): one `<rt> list` per runtime for all domains asked about, plus pid
-checks and the shim's exit record (see `status` for the one shortcut).
+checks and conmon's exit files; nothing is written or waited for.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal as _signal
-import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import BackendError, BackendUnavailable, NotSupported
-from .. import oci
-from .base import (
-    ABSENT, CRASHED, PAUSED, RUNNING, SHUTDOWN, Backend, BackendContext, Domain, Status,
-    pid_alive, wait_until,
+from ...errors import BackendError, BackendUnavailable, NotSupported
+from ..base import (
+    ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN, Backend, Domain, Status,
 )
+from ..host import BackendContext, pid_alive, wait_until
+from . import image, monitor, spec
 
 INSTALL_HINT = "brand container needs runc or crun: apt-get install runc"
 RUNTIMES = ("runc", "crun")
 PROBE_TIMEOUT = 20
-CREATE_TIMEOUT = 60
 PROBE_VERSION = 2  # bump when the probe container changes: cached verdicts are then redone
-JUST_SEEN = 2.0  # s: see status()
-OCI_NAMES = {PAUSED: "created", RUNNING: "running"}
 PROBE_RETRY_AFTER = 600  # s: a failed probe is redone after this (a success holds until reboot)
+HYBRID_CGROUP2 = "/sys/fs/cgroup/unified"
+ENDING_WAIT = 2.0  # s: create/unpause saw the program end at once: wait this long for conmon's record
+OCI_STATES = {"created": PAUSED, "running": RUNNING, "paused": PAUSED, "pausing": PAUSED}
+
+
+def _which(name: str) -> str | None:
+    import shutil  # lazily: `eveadm list` never needs it (CLI start-up)
+
+    return shutil.which(name)
+
+
+def _rmtree(path, ignore_errors: bool = False) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=ignore_errors)
 
 
 def _overlay_escape(path) -> str:
     """overlayfs splits its options at ',' and lowerdir at ':'; a backslash escapes them."""
     return str(path).replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
+
+
+def hybrid_cgroups() -> bool:
+    """True on a "hybrid" host (v1 hierarchies + cgroup2 at /sys/fs/cgroup/unified with controllers)."""
+    try:
+        with open(os.path.join(HYBRID_CGROUP2, "cgroup.controllers")) as fh:
+            return bool(fh.read().strip()) and os.path.isdir("/sys/fs/cgroup/memory")
+    except OSError:
+        return False
+
+
+def runtime_message(proc) -> str:
+    """The last line a runtime command printed, runc's logrus `msg="..."` reduced to the message."""
+    for stream in (proc.stderr, proc.stdout):
+        text = monitor.runtime_message(stream.decode(errors="replace") if isinstance(stream, bytes) else stream or "")
+        if text:
+            return text
+    return ""
+
+
+def _signame(sig: int | None) -> str:
+    try:
+        return _signal.Signals(sig).name
+    except (ValueError, TypeError):
+        return f"signal {sig}"
 
 
 class Runtime:
@@ -78,7 +123,7 @@ class Runtime:
         self.name = name  # runc | crun
         self.path = path  # absolute path of the binary
         self.root = root  # its --root state directory
-        self.wrap = wrap  # crun on a hybrid-cgroup host: create/run go through unshare + umount
+        self.wrap = wrap  # crun on a hybrid-cgroup host: create/run in a mount namespace without cgroup2
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Runtime) and all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
@@ -92,13 +137,20 @@ class Runtime:
     def argv(self, *args: str) -> list[str]:
         return [self.path, "--root", self.root, *args]
 
+    def _unshare_prefix(self) -> list[str]:
+        return [_which("unshare") or "/usr/bin/unshare", "--mount", "--propagation", "private", "--",
+                sys.executable, "-I", "-S", monitor.UMOUNT_EXEC, HYBRID_CGROUP2, "--"]
+
     def create_argv(self, *args: str) -> list[str]:
-        """argv for `create` / `run` (the only subcommands that hit crun's hybrid-cgroup check)."""
-        argv = self.argv(*args)
+        """argv for `run` (the probe): the only other subcommand that hits crun's hybrid-cgroup check."""
+        return (self._unshare_prefix() if self.wrap else []) + self.argv(*args)
+
+    def for_monitor(self) -> tuple[str, list[str]]:
+        """(conmon --runtime, conmon --runtime-arg list): conmon appends `create --bundle ... ID`."""
         if not self.wrap:
-            return argv
-        return ["unshare", "--mount", "--propagation", "private", "--",
-                *oci.launcher_argv("umount-exec"), oci.HYBRID_CGROUP2, "--", *argv]
+            return self.path, ["--root", self.root]
+        prefix = self._unshare_prefix()
+        return prefix[0], prefix[1:] + [self.path, "--root", self.root]
 
     @classmethod
     def of(cls, backend: dict) -> "Runtime | None":
@@ -108,23 +160,10 @@ class Runtime:
                    bool(backend.get("runtime_wrap")))
 
 
-def _signame(sig: int | None) -> str:
-    try:
-        return _signal.Signals(sig).name
-    except (ValueError, TypeError):
-        return f"signal {sig}"
-
-
 class ContainerBackend(Backend):
-    brand = "container"
-    default_stop_timeout = 10
-
-    def __init__(self, ctx: BackendContext):
-        super().__init__(ctx)
+    def __init__(self, ctx: BackendContext, facts=None):
+        super().__init__(ctx, facts)
         self._runtime: Runtime | None = None
-        # uuid -> (state, pid, monotonic time): what the runtime itself just told this object by
-        # the success of `create` / `start` (see status())
-        self._just: dict[str, tuple[str, int, float]] = {}
 
     # ------------------------------------------------------------------
     # runtime selection
@@ -154,13 +193,13 @@ class ContainerBackend(Backend):
         if known and known.get("key") == key and (
                 known.get("error") is None or time.time() - known.get("time", 0) < PROBE_RETRY_AFTER):
             return known.get("error")
-        true_bin = shutil.which("true") or "/bin/true"
+        true_bin = _which("true") or "/bin/true"
         probe_dir = cache / "probe"
         rootfs = probe_dir / "rootfs"
-        oci.make_probe_rootfs(str(rootfs))
+        spec.make_probe_rootfs(str(rootfs))
         bundle = probe_dir / f"bundle-{os.getpid()}"
         bundle.mkdir(parents=True, exist_ok=True)
-        (bundle / "config.json").write_text(json.dumps(oci.probe_spec(str(rootfs), true_bin)))
+        (bundle / "config.json").write_text(json.dumps(spec.probe_spec(str(rootfs), true_bin)))
         rt = Runtime(name, path, str(probe_dir / f"state-{name}"), wrap)
         cid = f"eveadm-probe-{os.getpid()}"
         error = None
@@ -168,12 +207,12 @@ class ContainerBackend(Backend):
             proc = self.ctx.run(rt.create_argv("run", "--bundle", str(bundle), cid),
                                 timeout=PROBE_TIMEOUT, check=False)
             if proc.returncode != 0:
-                error = oci.last_line(proc.stderr) or oci.last_line(proc.stdout) or f"exit {proc.returncode}"
+                error = runtime_message(proc) or f"exit {proc.returncode}"
         except BackendError as exc:
             error = str(exc)
         finally:
             self.ctx.run(rt.argv("delete", "--force", cid), check=False, timeout=PROBE_TIMEOUT)
-            shutil.rmtree(bundle, ignore_errors=True)
+            _rmtree(bundle, ignore_errors=True)
         verdicts[label] = {"key": key, "error": error, "time": time.time()}
         tmp = verdicts_file.with_name(f"runtime.json.{os.getpid()}")
         tmp.write_text(json.dumps(verdicts, indent=1))
@@ -188,7 +227,7 @@ class ContainerBackend(Backend):
         if choice not in ("auto",) + RUNTIMES:
             raise BackendUnavailable(f"setting container.runtime={choice!r}: use auto, runc or crun")
         names = RUNTIMES if choice == "auto" else (choice,)
-        found = {n: shutil.which(n) for n in names}
+        found = {n: _which(n) for n in names}
         if not any(found.values()):
             if choice == "auto":
                 raise BackendUnavailable(INSTALL_HINT)
@@ -201,7 +240,7 @@ class ContainerBackend(Backend):
             path = found.get(name)
             if not path:
                 continue
-            if wrap and not (oci.hybrid_cgroups() and shutil.which("unshare")):
+            if wrap and not (hybrid_cgroups() and _which("unshare")):
                 continue
             error = self._probe(name, path, wrap)
             if error is None:
@@ -215,6 +254,7 @@ class ContainerBackend(Backend):
 
     def check_available(self) -> None:
         self.runtime()
+        monitor.conmon_path()
 
     def host_info(self) -> dict:
         try:
@@ -222,29 +262,29 @@ class ContainerBackend(Backend):
         except BackendUnavailable as exc:
             return {"runtime": None, "error": str(exc)}
         return {"runtime": rt.name, "runtime_path": rt.path, "state_root": rt.root,
-                "hybrid_cgroup_workaround": rt.wrap}
+                "hybrid_cgroup_workaround": rt.wrap, "monitor": _which("conmon")}
 
     # ------------------------------------------------------------------
     # validation and rendering
     # ------------------------------------------------------------------
     def validate(self, config: dict) -> list[tuple[str, str]]:
         bad: list[tuple[str, str]] = []
-        image = config.get("image")
-        if not image:
+        ref = config.get("image")
+        if not ref:
             return [("image", "brand container needs an image (a root filesystem directory or oci:DIR[:TAG])")]
-        problem = oci.check_image(image)
+        problem = image.check_image(ref)
         if problem:
             bad.append(("image", problem))
-        kind, path, tag = oci.parse_image(image)
+        kind, path, tag = image.parse_image(ref)
         if kind == "dir" and not config.get("cmd"):
             bad.append(("cmd", "required with a root filesystem directory (it has no image config to take it from)"))
         if kind == "oci" and not config.get("cmd") and not problem:
             try:
-                _, digest = oci.resolve_manifest(path, tag)
-                cfg = oci.image_config(path, digest)
+                _, digest = image.resolve_manifest(path, tag)
+                cfg = image.image_config(path, digest)
                 if not (cfg.get("Entrypoint") or cfg.get("Cmd")):
-                    bad.append(("cmd", f"required: image {image} has no Entrypoint or Cmd"))
-            except oci.ImageError as exc:
+                    bad.append(("cmd", f"required: image {ref} has no Entrypoint or Cmd"))
+            except image.ImageError as exc:
                 bad.append(("image", str(exc)))
         for i, disk in enumerate(config.get("disks") or []):
             p = disk.get("path")
@@ -267,22 +307,22 @@ class ContainerBackend(Backend):
             "work": dom.data_dir / "work",
             "volumes": dom.data_dir / "volumes",
             "log": dom.run_dir / "console.log",
-            "exit": dom.run_dir / "exit.json",
-            "pid": dom.run_dir / "container.pid",
-            "console": dom.run_dir / "console.sock",
-            "console_recv": dom.data_dir / "bundle" / "console-recv.sock",
-            "shim_err": dom.run_dir / "shim.err",
+            "console_lock": dom.run_dir / "console.lock",
         }
+
+    @staticmethod
+    def _files(dom: Domain) -> monitor.RunFiles:
+        return monitor.RunFiles(dom.run_dir, dom.data_dir / "bundle")
 
     def _image(self, dom: Domain, unpack: bool) -> tuple[str | None, dict]:
         """(lower root filesystem or None when not unpacked, image config)."""
-        kind, path, tag = oci.parse_image(dom.config["image"])
+        kind, path, tag = image.parse_image(dom.config["image"])
         if kind == "dir":
             return path, {}
         try:
-            tag, digest = oci.resolve_manifest(path, tag)
-            cfg = oci.image_config(path, digest)
-        except oci.ImageError as exc:
+            tag, digest = image.resolve_manifest(path, tag)
+            cfg = image.image_config(path, digest)
+        except image.ImageError as exc:
             raise BackendError(str(exc)) from None
         cached = self.ctx.cache_dir("container") / "oci" / digest.replace(":", "_")
         if (cached / "rootfs").is_dir():
@@ -290,14 +330,14 @@ class ContainerBackend(Backend):
         if not unpack:
             return None, cfg
         tmp = cached.with_name(f"{cached.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
+        _rmtree(tmp, ignore_errors=True)
         tmp.parent.mkdir(parents=True, exist_ok=True)
         self.ctx.run(["umoci", "unpack", "--image", f"{path}:{tag}", str(tmp)], timeout=600,
                      install_hint="oci: images need umoci: apt-get install umoci")
         try:
             os.rename(tmp, cached)
         except OSError:  # another eveadm unpacked it meanwhile
-            shutil.rmtree(tmp, ignore_errors=True)
+            _rmtree(tmp, ignore_errors=True)
         return str(cached / "rootfs"), cfg
 
     def _disks(self, dom: Domain) -> list[dict]:
@@ -311,7 +351,7 @@ class ContainerBackend(Backend):
 
     def _spec(self, dom: Domain, lower: str | None, image_cfg: dict) -> dict:
         config = dict(dom.config, disks=self._disks(dom))
-        return oci.build_spec(
+        return spec.build_spec(
             config, rootfs=str(self._paths(dom)["rootfs"]), image_cfg=image_cfg,
             hostname=dom.alias or dom.uuid, cgroups_path=f"/eveadm/{dom.uuid}",
             user_rootfs=lower,
@@ -344,149 +384,136 @@ class ContainerBackend(Backend):
         dom.backend.update(bundle=str(p["bundle"]), config=str(p["config"]), rootfs=str(p["rootfs"]),
                            lower=lower, log=str(p["log"]))
 
-    def create_paused(self, dom: Domain) -> None:
-        rt = self.runtime()
+    # ------------------------------------------------------------------
+    # lifecycle
+    # ------------------------------------------------------------------
+    def prepare(self, dom: Domain) -> None:
         p = self._paths(dom)
+        lower, cfg = self._image(dom, unpack=True)
+        if not lower or not os.path.isdir(lower):
+            raise BackendError(f"image root filesystem {lower} is not a directory")
+        for d in (p["upper"], p["work"], p["rootfs"], dom.run_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        for disk in self._disks(dom):
+            if disk.get("source"):
+                Path(disk["source"]).mkdir(parents=True, exist_ok=True)
+            elif disk.get("size") and disk.get("path") and not os.path.exists(disk["path"]):
+                Path(disk["path"]).mkdir(parents=True)
+                dom.backend.setdefault("created_dirs", []).append(disk["path"])
+        text = json.dumps(self._spec(dom, lower, cfg), indent=2) + "\n"
+        tmp = p["config"].with_name("config.json.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, p["config"])
+        dom.backend.update(bundle=str(p["bundle"]), config=str(p["config"]), rootfs=str(p["rootfs"]),
+                           lower=lower, log=str(p["log"]))
+
+    def create_paused(self, dom: Domain) -> Status:
+        rt = self.runtime()
+        conmon = monitor.conmon_path()
+        p = self._paths(dom)
+        files = self._files(dom)
         dom.run_dir.mkdir(parents=True, exist_ok=True)
         if os.path.isdir(os.path.join(rt.root, dom.uuid)):  # left over from a crash: start clean
             self.ctx.run(rt.argv("delete", "--force", dom.uuid), check=False)
-        for f in ("exit", "pid", "console", "console_recv"):
+        for path in files.leftovers():
             try:
-                p[f].unlink()
+                path.unlink()
             except FileNotFoundError:
                 pass
-        for key in ("pid", "shim_pid", "signals_sent", "released", "last_exit", "create_error"):
+        for key in ("pid", "conmon_pid", "signals_sent", "released", "last_exit", "create_error"):
             dom.backend.pop(key, None)
+        # before anything runs: a command killed from here on leaves a domain that status() finds
         dom.backend.update(runtime=rt.name, runtime_path=rt.path, runtime_root=rt.root,
                            runtime_wrap=rt.wrap, container_id=dom.uuid)
-        terminal = bool(dom.config.get("terminal"))
-        create = ["create", "--bundle", str(p["bundle"]), "--pid-file", str(p["pid"])]
-        if terminal:
-            # relative: the runtime chdirs into the bundle first, and sun_path holds only 108 bytes
-            create += ["--console-socket", p["console_recv"].name]
-        shim = [*oci.launcher_argv("shim"), "--id", dom.uuid,
-                "--log", str(p["log"]), "--pid-file", str(p["pid"]), "--exit-file", str(p["exit"]),
-                "--cmdlog", str(self.ctx.command_log)]
-        if terminal:
-            shim += ["--console-recv", str(p["console_recv"]), "--console", str(p["console"])]
-        if not os.path.ismount(p["rootfs"]):  # mounted by the shim (logged as `mount -t overlay ...`)
+        if not os.path.ismount(p["rootfs"]):
             lower = dom.backend.get("lower") or self._image(dom, unpack=True)[0]
             esc = _overlay_escape
-            shim += ["--overlay", f"lowerdir={esc(lower)},upperdir={esc(p['upper'])},workdir={esc(p['work'])}",
-                     "--overlay-target", str(p["rootfs"])]
-        if rt.wrap:  # crun on a hybrid-cgroup host: the shim unshares + unmounts in create's process
-            shim += ["--hide-mount", oci.HYBRID_CGROUP2]
-        shim += ["--", *rt.argv(*create, dom.uuid)]
-        with open(p["shim_err"], "ab") as err:
-            # cwd /: the shim lives as long as the container and must not pin the caller's directory
-            proc = subprocess.Popen(shim, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                                    start_new_session=True, close_fds=True, cwd="/")
-        dom.backend["shim_pid"] = proc.pid
-        reply = self._shim_reply(proc, p["shim_err"])
-        if reply.get("timeout"):
-            # the runtime hangs: end the shim and the runtime under it (its own process group)
-            try:
-                os.killpg(proc.pid, _signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-        if not reply.get("ok"):
-            dom.backend["create_error"] = reply.get("error")
-            raise BackendError(f"{rt.name} create {dom.uuid} failed: {reply.get('error')}")
-        dom.backend["pid"] = reply["pid"]
-        self._just[dom.uuid] = (PAUSED, reply["pid"], time.monotonic())
-
-    @staticmethod
-    def _shim_reply(proc: subprocess.Popen, err_path: Path) -> dict:
-        import select
-
-        line = b""
-        deadline = time.monotonic() + CREATE_TIMEOUT
-        fd = proc.stdout.fileno()
+            self.ctx.run(["mount", "-t", "overlay", "overlay", "-o",
+                          f"lowerdir={esc(lower)},upperdir={esc(p['upper'])},workdir={esc(p['work'])}",
+                          str(p["rootfs"])])
+        runtime, runtime_args = rt.for_monitor()
+        command = monitor.argv(conmon, cid=dom.uuid, runtime=runtime, runtime_args=runtime_args, files=files,
+                               terminal=bool(dom.config.get("terminal")))
         try:
-            while not line.endswith(b"\n"):
-                left = deadline - time.monotonic()
-                if left <= 0 or not select.select([fd], [], [], left)[0]:
-                    return {"ok": False, "timeout": True,
-                            "error": f"no answer from the runtime within {CREATE_TIMEOUT}s"}
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    break
-                line += chunk
-        finally:
-            proc.stdout.close()
-        try:
-            return json.loads(line)
-        except ValueError:
-            try:
-                tail = oci.last_line(err_path.read_bytes())
-            except OSError:
-                tail = ""
-            return {"ok": False, "error": f"eveadm shim ended early{': ' + tail if tail else ''}"}
+            pid = monitor.spawn(self.ctx, command, files)
+        except BackendError as exc:
+            dom.backend["create_error"] = str(exc)
+            raise BackendError(f"{rt.name} create {dom.uuid} failed: {exc}") from None
+        dom.backend["pid"] = pid
+        dom.backend["conmon_pid"] = monitor.conmon_alive(files, dom.uuid)
+        return self._verified(dom, rt, PAUSED, "created")
 
-    def unpause(self, dom: Domain) -> None:
+    def unpause(self, dom: Domain) -> Status:
         rt = self._rt(dom)
-        self._just.pop(dom.uuid, None)
         proc = self.ctx.run(rt.argv("start", dom.uuid), check=False)
         if proc.returncode != 0:
             state = self._state(rt, dom.uuid)
             if not (state and state.get("status") == "paused"):  # frozen (`<rt> pause`): resume
                 raise BackendError(oci_error(rt, "start", proc))
             self.ctx.run(rt.argv("resume", dom.uuid))
-        if dom.backend.get("pid"):
-            self._just[dom.uuid] = (RUNNING, dom.backend["pid"], time.monotonic())
+        return self._verified(dom, rt, RUNNING, "running")
 
-    def shutdown(self, dom: Domain, force: bool = False) -> None:
-        self._signal(dom, _signal.SIGKILL if force else _signal.SIGTERM)
+    def _verified(self, dom: Domain, rt: Runtime, state: str, oci_status: str) -> Status:
+        """The Status after a successful create / start: the runtime said `oci_status` by succeeding;
+        what can change since (the program ending at once) shows as a dead pid, then conmon's record."""
+        pid = dom.backend.get("pid")
+        files = self._files(dom)
+        if pid_alive(pid) and not files.exit.exists():
+            return Status(state, domain_id=pid, pid=pid, detail={"runtime": rt.name, "oci_status": oci_status})
+        conmon = monitor.conmon_alive(files, dom.uuid)
+        if conmon:  # ended at once: conmon writes the record right after reaping it
+            monitor.wait_exit(conmon, ENDING_WAIT)
+        return self._status_one(dom, rt, None)
+
+    def shutdown(self, dom: Domain, kind: str, timeout: float) -> None:
+        self._signal(dom, _signal.SIGKILL if kind == FORCED else _signal.SIGTERM, timeout)
 
     def kill(self, dom: Domain, sig: int = _signal.SIGKILL) -> None:
-        self._signal(dom, sig)
+        self._signal(dom, sig, 10)
 
-    def _signal(self, dom: Domain, sig: int) -> None:
+    def _signal(self, dom: Domain, sig: int, timeout: float) -> None:
         rt = self._rt(dom)
-        self._just.pop(dom.uuid, None)
         self._note_signal(dom, sig)
-        proc = self.ctx.run(rt.argv("kill", dom.uuid, _signame(sig).removeprefix("SIG")), check=False)
-        if proc.returncode != 0 and not self.status([dom])[dom.uuid].gone:
+        proc = self.ctx.run(rt.argv("kill", dom.uuid, _signame(sig).removeprefix("SIG")), check=False,
+                            timeout=max(timeout, 1))
+        if proc.returncode != 0 and pid_alive(dom.backend.get("pid")):
             raise BackendError(oci_error(rt, "kill", proc))
 
     def _note_signal(self, dom: Domain, sig: int) -> None:
-        """Remember a signal eveadm sent, so a death by it reads as stopped, not crashed.
-        Not once the program has ended: a later destroy must not excuse an outside kill."""
-        if self._paths(dom)["exit"].exists():
+        """Remember a signal eveadm sends, so a death by it reads as a stop, not a crash. Only while
+        the program lives: a destroy after an outside kill must not excuse that kill."""
+        if self._files(dom).exit.exists() or not pid_alive(dom.backend.get("pid")):
             return
         sent = dom.backend.setdefault("signals_sent", [])
         if int(sig) not in sent:
             sent.append(int(sig))
 
-    def destroy(self, dom: Domain) -> None:
-        self._just.pop(dom.uuid, None)
-        rt = Runtime.of(dom.backend)
-        if rt is None:
+    def destroy(self, dom: Domain, timeout: float = 10) -> None:
+        """SIGKILL (`<rt> kill KILL`), then `<rt> delete --force`: processes and runtime state gone.
+        Between the two, wait (pidfd, within `timeout`) for conmon to have reaped the init: runc's
+        delete --force of a live container polls for its death in 100 ms steps."""
+        rt = self._runtime_of(dom)
+        if rt is None or not os.path.isdir(os.path.join(rt.root, dom.uuid)):
             return
+        deadline = time.monotonic() + max(timeout, 1)
         self._note_signal(dom, _signal.SIGKILL)
-        if not os.path.isdir(os.path.join(rt.root, dom.uuid)):
-            return
-        self.ctx.run(rt.argv("kill", dom.uuid, "KILL"), check=False)
-        proc = self.ctx.run(rt.argv("delete", "--force", dom.uuid), check=False)
+        files = self._files(dom)
+        conmon = monitor.conmon_alive(files, dom.uuid)
+        if conmon and not files.exit.exists():
+            self.ctx.run(rt.argv("kill", dom.uuid, "KILL"), check=False, timeout=max(timeout, 1))
+            monitor.wait_exit(conmon, deadline - time.monotonic())
+        proc = self.ctx.run(rt.argv("delete", "--force", dom.uuid), check=False,
+                            timeout=max(1.0, deadline - time.monotonic()))
         if proc.returncode != 0 and os.path.isdir(os.path.join(rt.root, dom.uuid)):
             raise BackendError(oci_error(rt, "delete", proc))
 
     def wait_gone(self, dom: Domain, timeout: float) -> bool:
-        """Event-driven: the shim exits right after the container's init is reaped (pidfd)."""
+        """Event-driven: conmon exits right after it has reaped the container's init and written
+        the exit status (pidfd on conmon); without a live conmon, poll status."""
         deadline = time.monotonic() + timeout
-        shim = dom.backend.get("shim_pid")
-        if shim and self._is_shim(shim, dom.uuid):
-            import select
-            try:
-                fd = os.pidfd_open(shim)
-            except OSError:
-                fd = None
-            if fd is not None:
-                try:
-                    select.select([fd], [], [], max(0.0, timeout))
-                finally:
-                    os.close(fd)
+        conmon = monitor.conmon_alive(self._files(dom), dom.uuid)
+        if conmon:
+            monitor.wait_exit(conmon, timeout)
         left = max(0.0, deadline - time.monotonic())
         return wait_until(lambda: self.status([dom])[dom.uuid].gone, left)
 
@@ -494,10 +521,22 @@ class ContainerBackend(Backend):
     # status
     # ------------------------------------------------------------------
     def _rt(self, dom: Domain) -> Runtime:
-        rt = Runtime.of(dom.backend)
+        rt = self._runtime_of(dom)
         if rt is None:
             raise BackendError(f"container {dom.uuid} was never created")
         return rt
+
+    def _runtime_of(self, dom: Domain) -> Runtime | None:
+        """The runtime of the domain's container: as recorded, else found by its state directory
+        (a create interrupted before eveadm could save what it had noted)."""
+        rt = Runtime.of(dom.backend)
+        if rt is not None or dom.backend.get("released"):
+            return rt
+        for name in RUNTIMES:
+            root = self._state_root(name)
+            if os.path.isdir(os.path.join(root, dom.uuid)) and _which(name):
+                return Runtime(name, _which(name), root, False)
+        return None
 
     def _list(self, rt: Runtime, members: list[Domain]) -> dict[str, dict]:
         """{id: state} of the runtime's containers: one `list`; per-domain `state` only when list fails
@@ -529,26 +568,13 @@ class ContainerBackend(Backend):
             return None
 
     def status(self, doms: Iterable[Domain]) -> dict[str, Status]:
-        """One `<rt> list` per runtime for all the domains, plus pid checks and the shim's exit records.
-
-        Exception: a domain this same object created or started less than JUST_SEEN s ago is
-        answered without `list`: the runtime itself said "created" / "running" by the success
-        of that `create` / `start`, and what can change since (the program ending) shows as a
-        dead pid or an exit record, which are checked. This saves two runtime executions per
-        `eveadm create` (the engine confirms each phase at once)."""
-        doms = list(doms)
+        """One `<rt> list` per runtime for all the domains, plus pid checks and conmon's exit files."""
         out: dict[str, Status] = {}
         groups: dict[Runtime, list[Domain]] = {}
-        now = time.monotonic()
         for dom in doms:
-            rt = Runtime.of(dom.backend)
-            just = self._just.get(dom.uuid)
-            if rt is None or dom.backend.get("released"):
+            rt = None if dom.backend.get("released") else self._runtime_of(dom)
+            if rt is None:
                 out[dom.uuid] = self._absent(dom)
-            elif (just and now - just[2] < JUST_SEEN and just[1] == dom.backend.get("pid")
-                  and pid_alive(just[1]) and not self._paths(dom)["exit"].exists()):
-                out[dom.uuid] = Status(just[0], domain_id=just[1], pid=just[1],
-                                       detail={"runtime": rt.name, "oci_status": OCI_NAMES[just[0]]})
             else:
                 groups.setdefault(rt, []).append(dom)
         for rt, members in groups.items():
@@ -563,99 +589,81 @@ class ContainerBackend(Backend):
                       detail={k: v for k, v in last.items() if k != "exit_status"})
 
     def _status_one(self, dom: Domain, rt: Runtime, entry: dict | None) -> Status:
-        p = self._paths(dom)
+        files = self._files(dom)
+        record = monitor.read_exit(files)
         state = (entry or {}).get("status")
-        pid = (entry or {}).get("pid") or dom.backend.get("pid")
         detail = {"runtime": rt.name, "oci_status": state}
-        if state in ("created", "running", "paused", "pausing") and pid_alive(pid):
-            st = {"created": PAUSED, "running": RUNNING}.get(state, PAUSED)
-            return Status(st, domain_id=pid, pid=pid, detail=detail)
-        # not running: what the shim saw
-        record = self._exit_record(dom, p["exit"])
-        if record is None:
-            if entry is None and not self._shim_alive(dom):
-                if dom.backend.get("create_error"):
-                    return Status(ABSENT, error=dom.backend["create_error"], detail=detail)
-                return Status(ABSENT, detail=detail)
-            return Status(CRASHED, error=f"container {dom.uuid}: its process ended and eveadm's shim "
-                                         "could not record how (shim gone)", detail=detail)
-        return self._from_record(dom, record, detail)
+        if record is not None:
+            return self._from_record(dom, record, detail)
+        pid = (entry or {}).get("pid") or dom.backend.get("pid")
+        if state in OCI_STATES and pid_alive(pid):
+            return Status(OCI_STATES[state], domain_id=pid, pid=pid, detail=detail)
+        if monitor.conmon_alive(files, dom.uuid):
+            # the program has just ended (or create is under way) and conmon has not written the
+            # exit status yet: it is not gone until conmon says how it ended (wait_gone waits for that)
+            detail["monitor"] = "recording the exit"
+            return Status(PAUSED if state in (None, "created") else RUNNING, domain_id=pid, pid=pid,
+                          detail=detail)
+        if entry is None:
+            if dom.backend.get("create_error"):
+                return Status(ABSENT, error=dom.backend["create_error"], detail=detail)
+            return Status(ABSENT, detail=detail)
+        return Status(CRASHED, detail=detail,
+                      error=f"container {dom.alias or dom.uuid}: its process ended and conmon, its monitor, "
+                            "is gone without recording how")
 
-    def _exit_record(self, dom: Domain, path: Path) -> dict | None:
-        try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
-            pass
-        except ValueError:
-            return None
-        # the process may have just died: the shim writes the record right after reaping it
-        if self._shim_alive(dom) and wait_until(path.exists, 2.0):
-            return json.loads(path.read_text())
-        return None
-
-    def _from_record(self, dom: Domain, record: dict, detail: dict) -> Status:
-        detail = dict(detail)
-        when = record.get("time")
-        if when:
-            detail["exit_timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
-        sig = record.get("signal")
+    def _from_record(self, dom: Domain, record: monitor.ExitRecord, detail: dict) -> Status:
+        detail = dict(detail, exit_timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.time)))
+        sig = record.signal
+        who = dom.alias or dom.uuid
         if sig:
             detail["signal"] = _signame(sig)
+            if sig == _signal.SIGKILL and record.oom:
+                return Status(CRASHED, exit_status=record.status, detail=detail,
+                              error=f"container {who}: its program was killed by the kernel: out of memory "
+                                    f"(ram {dom.config.get('ram')} MiB)")
             if sig not in (dom.backend.get("signals_sent") or []):
-                return Status(CRASHED, exit_status=record.get("exit_status"), detail=detail,
-                              error=f"container {dom.alias or dom.uuid}: its program was killed by "
-                                    f"{_signame(sig)} from outside eveadm")
-        if record.get("exit_status") is None:
-            return Status(CRASHED, detail=detail,
-                          error=f"container {dom.alias or dom.uuid}: its program ended, exit status unknown")
-        return Status(SHUTDOWN, exit_status=record["exit_status"], detail=detail)
-
-    def _is_shim(self, pid: int, uuid: str) -> bool:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return False
-        return b"shim" in cmdline and uuid.encode() in cmdline and pid_alive(pid)
-
-    def _shim_alive(self, dom: Domain) -> bool:
-        pid = dom.backend.get("shim_pid")
-        return bool(pid) and self._is_shim(pid, dom.uuid)
+                return Status(CRASHED, exit_status=record.status, detail=detail,
+                              error=f"container {who}: its program was killed by {_signame(sig)} from outside "
+                                    f"eveadm (exit status {record.status})")
+        return Status(SHUTDOWN, exit_status=record.status, detail=detail)
 
     # ------------------------------------------------------------------
     # release
     # ------------------------------------------------------------------
     def release(self, dom: Domain, *, delete: bool = False) -> list[str]:
-        self._just.pop(dom.uuid, None)
         p = self._paths(dom)
+        files = self._files(dom)
         removed: list[str] = []
-        rt = Runtime.of(dom.backend)
+        rt = self._runtime_of(dom)
         if rt and os.path.isdir(os.path.join(rt.root, dom.uuid)):
             self.ctx.run(rt.argv("delete", "--force", dom.uuid), check=False)
+        conmon = monitor.conmon_alive(files, dom.uuid)
+        if conmon and not monitor.wait_exit(conmon, ENDING_WAIT):  # its container is gone: it ends now
+            monitor.kill_monitor(files)
         if rt and not dom.backend.get("released"):
-            st = self._status_one(dom, rt, None) if p["exit"].exists() else None
-            if st is not None:
+            record = monitor.read_exit(files)
+            if record is not None:
+                st = self._from_record(dom, record, {"runtime": rt.name})
                 dom.backend["last_exit"] = dict(st.detail, exit_status=st.exit_status)
-        shim = dom.backend.get("shim_pid")
-        if shim and self._is_shim(shim, dom.uuid):
-            os.kill(shim, _signal.SIGKILL)
         if os.path.ismount(p["rootfs"]):
             proc = self.ctx.run(["umount", str(p["rootfs"])], check=False)
             if proc.returncode != 0:
                 self.ctx.run(["umount", "--lazy", str(p["rootfs"])])
-        for key in ("exit", "pid", "console", "console_recv", "shim_err"):
-            if p[key].exists() or p[key].is_socket():
-                p[key].unlink()
-                removed.append(str(p[key]))
+        for path in files.leftovers() + [p["console_lock"]]:
+            if path.exists() or path.is_socket():
+                path.unlink()
+                removed.append(str(path))
         if rt:
             dom.backend["released"] = True
         if delete:
             for key in ("bundle", "upper", "work", "volumes"):
                 if p[key].exists():
-                    shutil.rmtree(p[key])
+                    _rmtree(p[key])
                     removed.append(str(p[key]))
             for path in dom.backend.pop("created_dirs", []):
                 if os.path.isdir(path):
-                    shutil.rmtree(path)
+                    _rmtree(path)
                     removed.append(path)
             if p["log"].exists():
                 p["log"].unlink()
@@ -671,22 +679,51 @@ class ContainerBackend(Backend):
     # console, logs, info
     # ------------------------------------------------------------------
     def console_log(self, dom: Domain) -> Path | None:
+        """conmon's k8s-file log (`TIME STREAM F|P TEXT` lines); console_log_text decodes it."""
         return self._paths(dom)["log"]
 
+    def console_log_text(self, dom: Domain, max_bytes: int = 256 * 1024) -> str:
+        """What the program wrote (its last `max_bytes` of log), without conmon's line prefixes."""
+        try:
+            with open(self._paths(dom)["log"], "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - max_bytes))
+                return monitor.log_text(fh.read())
+        except FileNotFoundError:
+            return ""
+
     def console(self, dom: Domain) -> int:
+        from .. import console
+
         if not dom.config.get("terminal"):
             raise NotSupported(
                 f"container {dom.alias or dom.uuid} has no terminal (created with terminal: false); "
                 f"its output is in the log: eveadm info {dom.uuid} --log")
-        sock = self._paths(dom)["console"]
-        if not sock.is_socket():
+        files = self._files(dom)
+        if not files.attach.is_socket() or not monitor.conmon_alive(files, dom.uuid):
             raise BackendError(f"container {dom.alias or dom.uuid} is not running (no console socket)")
-        return oci.attach(str(sock), dom.alias or dom.uuid)
+        return console.attach(files.attach, self._paths(dom)["console_lock"], name=dom.alias or dom.uuid,
+                              framing="conmon", resize=lambda rows, cols: self._resize(files, rows, cols))
+
+    @staticmethod
+    def _resize(files: monitor.RunFiles, rows: int, cols: int) -> None:
+        """conmon resizes the pty on a `1 ROWS COLS` line on its ctl fifo."""
+        try:
+            fd = os.open(files.ctl, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            return  # conmon is gone: nothing to resize
+        try:
+            os.write(fd, f"1 {rows} {cols}\n".encode())
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     def info(self, dom: Domain) -> dict:
         p = self._paths(dom)
+        files = self._files(dom)
         out = {"bundle": str(p["bundle"]), "config": str(p["config"]), "log": str(p["log"]),
-               "shim_pid": dom.backend.get("shim_pid")}
+               "log_format": "k8s-file", "conmon_pid": monitor.conmon_alive(files, dom.uuid)}
         rt = Runtime.of(dom.backend)
         if rt:
             out["runtime"] = rt.name
@@ -694,6 +731,6 @@ class ContainerBackend(Backend):
         return out
 
 
-def oci_error(rt: Runtime, verb: str, proc: subprocess.CompletedProcess) -> str:
-    text = oci.last_line(proc.stderr) or oci.last_line(proc.stdout)
+def oci_error(rt: Runtime, verb: str, proc) -> str:
+    text = runtime_message(proc)
     return f"{rt.name} {verb} failed (exit {proc.returncode})" + (f": {text}" if text else "")

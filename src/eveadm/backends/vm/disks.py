@@ -24,8 +24,9 @@ import dataclasses
 import os
 from pathlib import Path
 
-from .backends.base import BackendContext, Domain
-from .errors import BackendError
+from ..base import Domain
+from ..host import BackendContext
+from ...errors import BackendError
 
 QEMU_IMG_HINT = "apt-get install qemu-utils"
 

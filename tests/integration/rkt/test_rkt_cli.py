@@ -79,10 +79,28 @@ def test_killed_device_model_is_failed_qemu_crashed(rktsim, cli):
     assert rec["state"] == "running"
     dm = rktsim.xen()["domains"][f"pod1.{u[:8]}"]["dm_pid"]
     os.kill(dm, 9)
-    from eveadm.backends.base import wait_until
+    from eveadm.backends.host import wait_until
     from eveadm.backends.xen import device_model_pids
     assert wait_until(lambda: not device_model_pids(rec["domain_id"]), 5)
     got = cli.json("get", u)
     assert got["state"] == "failed"
     assert got["error"]["message"].startswith("qemu crashed - please restart application instance")
     cli.ok("delete", u)
+
+
+def test_cli_stop_and_delete_of_a_paused_pod(rktsim, cli):
+    """A paused pod gets no stop request, only destroy: rkt runs it, so destroy ends it
+    (stop --force) and the engine's destroy of what remains removes it (rm)."""
+    rec = cli.create(payload(nics=[]), "--paused")
+    u, pod = rec["uuid"], rec["backend"]["pod"]
+    d = rktsim.root / "rkt"
+    n = len(rktsim.commands())
+    cli.ok("stop", u)
+    tail = [a for a in rktsim.argvs()[n:] if a[0] == "rkt" and a[2] != "status"]
+    assert tail == [["rkt", f"--dir={d}", "stop", pod, "--force=true"], ["rkt", f"--dir={d}", "rm", pod]]
+    assert cli.json("get", u)["state"] == "stopped"
+    assert not (d / "pods" / "run" / pod).exists() and rktsim.xen()["domains"] == {}
+
+    pod2 = cli.create(payload(nics=[], alias="pod2"), "--paused")["backend"]["pod"]
+    cli.ok("delete", "pod2")
+    assert not (d / "pods" / "run" / pod2).exists() and rktsim.xen()["domains"] == {}

@@ -1,0 +1,3 @@
+"""brand container: OCI containers run by runc or crun (see backend.py)."""
+
+from .backend import ContainerBackend  # noqa: F401

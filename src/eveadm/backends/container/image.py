@@ -1,0 +1,94 @@
+"""Container images: a root filesystem directory, or `oci:DIR[:TAG]`, an OCI image layout.
+
+A layout is unpacked once with umoci into `<cache>/container/oci/<manifest digest>/rootfs`
+(by the backend) and shared by every domain using it; its image config (Entrypoint,
+Cmd, Env, WorkingDir, User) is read straight from the layout's blobs here, so
+`render` never needs the unpacked tree.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class ImageError(Exception):
+    """A bad `image` value; the message is for the operator."""
+
+
+def parse_image(image: str) -> tuple[str, str, str | None]:
+    """("dir", path, None) or ("oci", layout_dir, tag_or_None)."""
+    if image.startswith("oci:"):
+        rest = image[4:]
+        path, tag = rest, None
+        head, sep, tail = rest.rpartition(":")
+        if sep and "/" not in tail:
+            path, tag = head, tail or None
+        return "oci", path, tag
+    return "dir", image, None
+
+
+def _read_json(path: str) -> dict:
+    import json
+
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _blob(layout: str, digest: str) -> str:
+    algo, _, hexpart = digest.partition(":")
+    return os.path.join(layout, "blobs", algo, hexpart)
+
+
+def resolve_manifest(layout: str, tag: str | None) -> tuple[str, str]:
+    """(tag, manifest digest) of `tag` in an OCI image layout. Raises ImageError."""
+    if not os.path.isdir(layout):
+        raise ImageError(f"no such OCI image layout directory: {layout}")
+    if not os.path.isfile(os.path.join(layout, "oci-layout")):
+        raise ImageError(f"{layout} is not an OCI image layout (no oci-layout file)")
+    try:
+        index = _read_json(os.path.join(layout, "index.json"))
+    except (OSError, ValueError) as exc:
+        raise ImageError(f"{layout}: cannot read index.json: {exc}") from None
+    manifests = [m for m in index.get("manifests") or [] if isinstance(m, dict) and m.get("digest")]
+    tags = {(m.get("annotations") or {}).get("org.opencontainers.image.ref.name"): m for m in manifests}
+    if tag is None:
+        if "latest" in tags:
+            tag = "latest"
+        elif len(manifests) == 1:
+            tag = (manifests[0].get("annotations") or {}).get("org.opencontainers.image.ref.name")
+    known = sorted(t for t in tags if t)
+    if tag is None or tag not in tags:
+        want = f"tag {tag!r}" if tag else "a tag (several images, none named latest)"
+        raise ImageError(f"{layout} has no {want}; tags: {', '.join(known) or 'none'}")
+    digest = tags[tag]["digest"]
+    if not os.path.isfile(_blob(layout, digest)):
+        raise ImageError(f"{layout}: manifest blob {digest} is missing")
+    return tag, digest
+
+
+def image_config(layout: str, digest: str) -> dict:
+    """The image's runtime defaults (`config` of the OCI image config): Entrypoint, Cmd, Env, WorkingDir, User."""
+    try:
+        manifest = _read_json(_blob(layout, digest))
+        config = _read_json(_blob(layout, manifest["config"]["digest"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ImageError(f"{layout}: cannot read the image config of {digest}: {exc}") from None
+    return config.get("config") or {}
+
+
+def check_image(image: str) -> str | None:
+    """The one-line problem with `image`, or None when it can be used."""
+    kind, path, tag = parse_image(image)
+    if not os.path.isabs(path):
+        return f"image path must be absolute: {path}"
+    if kind == "dir":
+        if not os.path.isdir(path):
+            return f"no such root filesystem directory: {path}"
+        if any(c in path for c in ",:"):
+            return f"root filesystem path must not contain ',' or ':' (overlayfs options): {path}"
+        return None
+    try:
+        resolve_manifest(path, tag)
+    except ImageError as exc:
+        return str(exc)
+    return None

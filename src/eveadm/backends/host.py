@@ -1,0 +1,188 @@
+"""What a backend may use of the host: settings, the command runner and its log, pid and wait helpers.
+
+Nothing here knows about domains' lifecycle; the contract is in `base.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from .. import faults
+from ..errors import BackendError, BackendUnavailable
+
+TYPE_CHECKING = False  # typing costs start-up; annotations below are never evaluated
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# subprocess is imported lazily (CLI start-up); these equal subprocess.PIPE / DEVNULL
+PIPE, DEVNULL = -1, -3
+
+
+class BackendContext:
+    """Host-wide facts a backend may use: state root, settings, and the command runner.
+
+    Settings come from `<root>/config.json` (a flat JSON object, e.g.
+    {"kvm.accel": "tcg", "container.runtime": "runc"}) and are overridden by
+    environment variables EVEADM_<KEY> with dots and dashes as underscores
+    (EVEADM_KVM_ACCEL=tcg).
+    """
+
+    def __init__(self, root, run_root=None):
+        # the state root and run root as text (pathlib costs CLI start-up; most commands build no path)
+        self.root_dir = os.fspath(root)
+        self.run_root_dir = os.fspath(run_root) if run_root else os.path.join(self.root_dir, "run")
+        self._settings: dict | None = None
+
+    @property
+    def root(self) -> "Path":
+        from pathlib import Path
+
+        return Path(self.root_dir)
+
+    @property
+    def run_root(self) -> "Path":
+        from pathlib import Path
+
+        return Path(self.run_root_dir)
+
+    # -- settings --------------------------------------------------------
+    def setting(self, key: str, default=None):
+        env = os.environ.get("EVEADM_" + key.upper().replace(".", "_").replace("-", "_"))
+        if env is not None:
+            return env
+        if self._settings is None:
+            try:
+                with open(os.path.join(self.root_dir, "config.json"), encoding="utf-8") as fh:
+                    self._settings = json.load(fh)
+            except FileNotFoundError:
+                self._settings = {}
+            except (OSError, ValueError) as exc:
+                raise BackendError(f"cannot read {os.path.join(self.root_dir, 'config.json')}: {exc}") from None
+        return self._settings.get(key, default)
+
+    def cache_dir(self, name: str) -> Path:
+        """A per-host cache (probe results, unpacked images) that survives domains."""
+        path = self.root / "cache" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # -- external commands ------------------------------------------------
+    @property
+    def command_log(self) -> Path:
+        return self.root / "log" / "commands.jsonl"
+
+    def run(
+        self,
+        argv: list[str],
+        *,
+        timeout: float = 60,
+        env: dict | None = None,
+        cwd: str | Path | None = None,
+        check: bool = True,
+        install_hint: str | None = None,
+        input: bytes | None = None,
+        stdin=DEVNULL,
+        stdout=PIPE,
+        stderr=PIPE,
+    ):
+        """Run one external command from an argument list (never a shell).
+
+        `stdin=None, stdout=None, stderr=None, timeout=None` runs an interactive program on the
+        caller's terminal (e.g. `xl console`). Every call is appended to <root>/log/commands.jsonl (argv, the env
+        variables added, rc) so what eveadm issued can be audited and tested.
+        A missing program raises BackendUnavailable naming `install_hint`; a
+        non-zero exit raises BackendError with the command's own stderr when
+        `check` is true.
+        """
+        import subprocess
+
+        argv = [str(a) for a in argv]
+        full_env = None
+        if env:
+            full_env = dict(os.environ)
+            full_env.update({k: str(v) for k, v in env.items()})
+        program = os.path.basename(argv[0])
+        faults.point(f"run:{program}")
+        started = time.time()
+        try:
+            proc = subprocess.run(
+                argv, env=full_env, cwd=cwd, timeout=timeout, input=input,
+                stdout=stdout, stderr=stderr, stdin=None if input is not None else stdin,
+            )
+        except FileNotFoundError:
+            self.log_command(argv, env, None, started)
+            hint = f": {install_hint}" if install_hint else ""
+            raise BackendUnavailable(f"{argv[0]} not found{hint}") from None
+        except subprocess.TimeoutExpired:
+            self.log_command(argv, env, "timeout", started)
+            raise BackendError(f"{' '.join(argv)} did not finish within {timeout:g}s") from None
+        self.log_command(argv, env, proc.returncode, started)
+        faults.point(f"run:{program}:after")
+        if check and proc.returncode != 0:
+            raise BackendError(command_error(argv, proc))
+        return proc
+
+    def log_command(self, argv, env, rc, started) -> None:
+        """Append one command to the command log (run() does this; a caller that must start a
+        process itself, e.g. with an inherited pipe, calls it directly)."""
+        entry = {"time": started, "argv": argv, "rc": rc}
+        if env:
+            entry["env"] = {k: str(v) for k, v in env.items()}
+        try:
+            self.command_log.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.command_log, "a") as fh:
+                fh.write(json.dumps(entry) + "\n")
+        except OSError:
+            pass  # the audit log must never break an operation
+
+
+def last_output_line(proc) -> str:
+    """The last non-empty line a finished command printed: stderr first, else stdout."""
+    for stream in (proc.stderr, proc.stdout):
+        if stream:
+            raw = stream.decode(errors="replace") if isinstance(stream, bytes) else stream
+            lines = [ln.strip() for ln in raw.splitlines() if ln.strip()]
+            if lines:
+                return lines[-1]
+    return ""
+
+
+def command_error(argv: list[str], proc) -> str:
+    """One line: the command and the last meaningful line it printed."""
+    text = last_output_line(proc)
+    prog = os.path.basename(argv[0])
+    sub = " ".join(argv[1:3])
+    return f"{prog} {sub} failed (exit {proc.returncode})" + (f": {text}" if text else "")
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie is dead for our purposes
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(predicate, timeout: float, first: float = 0.005, cap: float = 0.1) -> bool:
+    """Poll `predicate` quickly (5 ms, doubling to 100 ms) until true or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    delay = first
+    while True:
+        if predicate():
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, cap)

@@ -1,0 +1,222 @@
+"""QEMU's command line for a domain, and the accelerator it runs with.
+
+Pure: nothing here starts a process or writes a file. The argv is a list of
+groups (the program, then one option with its value per group) so `render` can
+print one option per line. The files a domain's QEMU uses are named once, in
+`paths`.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+from ..base import Domain
+from ..host import BackendContext
+from ..vm import cloudinit, disks
+
+QEMU = "qemu-system-x86_64"
+
+
+def esc(value: object) -> str:
+    """A QEMU option value: commas are separators, a literal comma is written ','."""
+    return str(value).replace(",", ",,")
+
+
+def paths(dom: Domain) -> dict[str, Path]:
+    """The files of a domain's QEMU: sockets and pid file under run_dir, logs and argv under data_dir."""
+    run, data = Path(dom.run_dir), Path(dom.data_dir)
+    return {
+        "qmp": run / "qmp.sock",
+        "events": run / "qmp-events.sock",
+        "serial": run / "serial.sock",
+        "pidfile": run / "qemu.pid",
+        "ended": run / "ended",
+        "console_lock": run / "console.lock",
+        "serial_log": data / "serial.log",
+        "qemu_log": data / "qemu.log",
+        "argv_file": data / "qemu.argv",
+    }
+
+
+# -- accelerator ---------------------------------------------------------------
+
+_accel_cache: tuple[str, str] | None = None
+
+
+def detect_accel() -> tuple[str, str]:
+    """("kvm"|"tcg", why), probed once per process."""
+    global _accel_cache
+    if _accel_cache is None:
+        _accel_cache = _detect_accel()
+    return _accel_cache
+
+
+def _detect_accel() -> tuple[str, str]:
+    """An openable /dev/kvm is not enough: PVM's kvm has no VMX/SVM and cannot boot stock
+    Linux guests, so require real hardware virtualization."""
+    if not os.path.exists("/dev/kvm"):
+        return "tcg", "software emulation: no /dev/kvm"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "tcg", "software emulation: /dev/kvm is not accessible"
+    if os.path.exists("/sys/module/kvm_pvm"):
+        return "tcg", "software emulation: /dev/kvm is kvm_pvm (no VMX/SVM), which cannot run stock guests"
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    if "vmx" in flags:
+        return "kvm", "kvm: /dev/kvm with Intel VT-x (vmx)"
+    if "svm" in flags:
+        return "kvm", "kvm: /dev/kvm with AMD-V (svm)"
+    return "tcg", "software emulation: the CPU shows no vmx/svm flag"
+
+
+def choose_accel(ctx: BackendContext, config: dict | None) -> tuple[str, str]:
+    """The payload's `accel`, else the host setting kvm.accel, else what the host can do; and why."""
+    wanted = (config.get("accel") if config else None) or "auto"
+    if wanted != "auto":
+        return wanted, f"{wanted}: requested by the payload"
+    host = ctx.setting("kvm.accel", "auto") or "auto"
+    if host in ("kvm", "tcg"):
+        return host, f"{host}: host setting kvm.accel"
+    return detect_accel()
+
+
+# -- the command line ------------------------------------------------------------
+
+def groups(ctx: BackendContext, dom: Domain) -> list[list[str]]:
+    """QEMU's argv as groups (program, then one option with its value per group)."""
+    cfg = dom.config
+    p = paths(dom)
+    accel, _ = choose_accel(ctx, cfg)
+    out: list[list[str]] = [[QEMU]]
+    add = out.append
+    add(["-name", f"guest={esc(dom.name)}"])
+    add(["-uuid", dom.uuid])
+    add(["-machine", esc(cfg.get("machine", "q35"))])
+    add(["-accel", accel])
+    if accel == "kvm":
+        add(["-cpu", "host"])
+    ram = int(cfg.get("ram", 256))
+    max_ram = cfg.get("max_ram")
+    if max_ram and int(max_ram) > ram:
+        add(["-m", f"size={ram}M,slots=1,maxmem={int(max_ram)}M"])
+    else:
+        add(["-m", f"{ram}M"])
+    add(["-smp", str(int(cfg.get("vcpus", 1)))])
+    add(["-nodefaults"])
+    add(["-no-user-config"])
+    add(["-display", "none"])
+    add(["-msg", "timestamp=on"])
+    add(["-S"])
+    add(["-no-shutdown"])
+    add(["-pidfile", str(p["pidfile"])])
+    add(["-D", str(p["qemu_log"])])
+    add(["-chardev", f"socket,id=qmp,path={esc(p['qmp'])},server=on,wait=off"])
+    add(["-mon", "chardev=qmp,mode=control"])
+    add(["-chardev", f"socket,id=qmp-events,path={esc(p['events'])},server=on,wait=off"])
+    add(["-mon", "chardev=qmp-events,mode=control"])
+    add(["-chardev", f"socket,id=serial0,path={esc(p['serial'])},server=on,wait=off,"
+                     f"logfile={esc(p['serial_log'])},logappend=on"])
+    add(["-serial", "chardev:serial0"])
+    if cfg.get("firmware"):
+        add(["-bios", cfg["firmware"]])
+    if cfg.get("kernel"):
+        add(["-kernel", cfg["kernel"]])
+        if cfg.get("initrd"):
+            add(["-initrd", cfg["initrd"]])
+        add(["-append", cfg.get("cmdline") or "console=ttyS0"])
+    out += disk_args(dom)
+    out += nic_args(dom)
+    for i, dev in enumerate(cfg.get("pci_devices") or []):
+        add(["-device", f"vfio-pci,host={esc(dev['address'])},id=hostdev{i}"])
+    out += vnc_args(ctx, cfg)
+    return out
+
+
+def flat(argv_groups: list[list[str]]) -> list[str]:
+    return [a for g in argv_groups for a in g]
+
+
+def render(argv_groups: list[list[str]]) -> str:
+    """One option per line, shell-quoted: the text of <data_dir>/qemu.argv."""
+    return " \\\n  ".join(shlex.join(g) for g in argv_groups) + "\n"
+
+
+def disk_args(dom: Domain) -> list[list[str]]:
+    out: list[list[str]] = []
+    entries = [(u.path, u.format, u.media, u.readonly, u.disk.get("model", "virtio"), u.disk.get("boot", False))
+               for u in disks.plan(dom)]
+    if cloudinit.wanted(dom.config):
+        entries.append((cloudinit.iso_path(dom), "raw", "cdrom", True, "scsi", False))
+    scsi = False
+    bootindex = 1
+    ide = 0
+    for i, (path, fmt, media, readonly, model, boot) in enumerate(entries):
+        drive = f"file={esc(path)},format={fmt},if=none,id=drive{i}"
+        if media == "cdrom":
+            drive += ",media=cdrom"
+        if readonly:
+            drive += ",readonly=on"
+        out.append(["-drive", drive])
+        dev_boot = f",bootindex={bootindex}" if boot else ""
+        if boot:
+            bootindex += 1
+        if model == "ide":
+            # q35's AHCI has six one-unit buses ide.0-5; pc's PIIX has ide.0-1 with two units each
+            if dom.config.get("machine", "q35") == "q35":
+                where = f"bus=ide.{ide}"
+            else:
+                where = f"bus=ide.{ide // 2},unit={ide % 2}"
+            ide += 1
+            dev = f"{'ide-cd' if media == 'cdrom' else 'ide-hd'},{where},drive=drive{i},id=disk{i}"
+        elif model == "scsi" or media == "cdrom":
+            # a cdrom cannot be virtio-blk: virtio cdroms sit on virtio-scsi
+            if not scsi:
+                out.append(["-device", "virtio-scsi-pci,id=scsi0"])
+                scsi = True
+            dev = f"{'scsi-cd' if media == 'cdrom' else 'scsi-hd'},bus=scsi0.0,drive=drive{i},id=disk{i}"
+        else:
+            dev = f"virtio-blk-pci,drive=drive{i},id=disk{i}"
+        out.append(["-device", dev + dev_boot])
+    return out
+
+
+def tap_name(dom: Domain, i: int, nic: dict) -> str:
+    return nic.get("vif") or f"ek{dom.uuid[:8]}.{i}"
+
+
+def nic_args(dom: Domain) -> list[list[str]]:
+    out = []
+    for i, nic in enumerate(dom.config.get("nics") or []):
+        if nic.get("bridge"):
+            out.append(["-netdev", f"tap,id=net{i},ifname={esc(tap_name(dom, i, nic))},script=no,downscript=no"])
+        else:
+            out.append(["-netdev", f"user,id=net{i}"])
+        model = nic.get("model", "virtio")
+        driver = {"virtio": "virtio-net-pci"}.get(model, model)
+        dev = f"{esc(driver)},netdev=net{i},mac={nic['mac']},id=nic{i}"
+        if nic.get("mtu") and driver == "virtio-net-pci":
+            dev += f",host_mtu={int(nic['mtu'])}"
+        out.append(["-device", dev])
+    return out
+
+
+def vnc_args(ctx: BackendContext, cfg: dict) -> list[list[str]]:
+    """vnc_port -1: none; 0: the first free display; 5900+N: display N. The password is set over QMP."""
+    port = cfg.get("vnc_port", -1)
+    if port is None or int(port) < 0:
+        return []
+    port = int(port)
+    listen = ctx.setting("kvm.vnc_listen", "127.0.0.1")
+    display = f"{listen}:0,to=99" if port == 0 else f"{listen}:{port - 5900 if port >= 5900 else port}"
+    if cfg.get("vnc_password"):
+        display += ",password=on"
+    return [["-device", "VGA"], ["-vnc", display]]

@@ -1,0 +1,119 @@
+"""Engine policy with an in-process fake backend: the stop ladder, create retries, reconciliation, locks.
+
+No subprocess runs here: every primitive is answered by tests/fakebackend.py.
+"""
+
+import pytest
+
+import eveadm
+from eveadm.backends.base import CRASHED, FORCED, GRACEFUL, SHUTDOWN
+from fakebackend import FakeBackend, Scripted
+
+
+@pytest.fixture
+def make_node(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVEADM_CREATE_RETRY_DELAY", "0")
+
+    def make(script):
+        fake = FakeBackend(script)
+        return eveadm.Node(root=tmp_path / "root", backends={"null": fake}), fake
+    return make
+
+
+def events(node, uuid):
+    return [e for e in node.events(uuid)]
+
+
+def test_a_guest_that_ignores_every_request_climbs_every_rung_within_its_budgets(make_node, monkeypatch):
+    monkeypatch.setenv("EVEADM_FORCE_TIMEOUT", "7")
+    monkeypatch.setenv("EVEADM_DESTROY_TIMEOUT", "3")
+    script = Scripted(ignore={"shutdown"})
+    node, fake = make_node(script)
+    uuid = node.create({"brand": "null"})["uuid"]
+    fake.calls.clear()
+    assert node.stop(uuid, timeout=5)["state"] == "stopped"
+    sent = [(c.name, c.args.get("kind"), c.args.get("timeout")) for c in fake.calls
+            if c.name in ("shutdown", "destroy")]
+    assert sent[:3] == [("shutdown", GRACEFUL, 5.0), ("shutdown", FORCED, 7.0), ("destroy", None, 3.0)]
+    # each wait gets what is left of its rung's budget once the request was sent
+    assert len(script.waits) == 3 and all(b - 0.5 <= w <= b for w, b in zip(script.waits, [5.0, 7.0, 3.0]))
+    rungs = {e["type"]: e.get("timeout") for e in events(node, uuid) if e["type"].startswith("stop.")}
+    assert rungs["stop.graceful_sent"] == 5 and rungs["stop.forced"] == 7 and rungs["stop.destroyed"] == 3
+    assert "stop.gone" in rungs
+
+
+def test_the_ladder_stops_at_the_first_rung_that_works(make_node):
+    node, fake = make_node(Scripted())
+    uuid = node.create({"brand": "null"})["uuid"]
+    fake.calls.clear()
+    node.stop(uuid)
+    kinds = [c.args["kind"] for c in fake.calls if c.name == "shutdown"]
+    assert kinds == [GRACEFUL]
+    types = [e["type"] for e in events(node, uuid)]
+    assert "stop.forced" not in types and "stop.destroyed" not in types
+
+
+def test_force_skips_the_graceful_rung(make_node):
+    node, fake = make_node(Scripted())
+    uuid = node.create({"brand": "null"})["uuid"]
+    fake.calls.clear()
+    node.stop(uuid, force=True)
+    assert [c.args["kind"] for c in fake.calls if c.name == "shutdown"] == [FORCED]
+
+
+def test_a_domain_that_survives_destroy_is_failed_and_the_stop_times_out(make_node):
+    node, fake = make_node(Scripted(ignore={"shutdown", "destroy"}))
+    uuid = node.create({"brand": "null"})["uuid"]
+    with pytest.raises(eveadm.Timeout):
+        node.stop(uuid, timeout=1)
+    dom = node.get(uuid)
+    assert dom["state"] == "failed" and "still there after destroy" in dom["error"]["message"]
+
+
+def test_create_is_retried_then_succeeds(make_node):
+    node, fake = make_node(Scripted(fail_create=2))
+    dom = node.create({"brand": "null"})
+    assert dom["state"] == "running" and dom["tried_count"] == 3
+    assert fake.names().count("create_paused") == 3
+    # each failed attempt is cleaned up before the next one
+    assert fake.names().count("destroy") >= 2
+    assert [e["attempt"] for e in events(node, dom["uuid"]) if e["type"] == "create.failed"] == [1, 2]
+
+
+def test_create_fails_after_the_configured_tries(make_node, monkeypatch):
+    monkeypatch.setenv("EVEADM_CREATE_TRIES", "2")
+    node, fake = make_node(Scripted(fail_create=5))
+    with pytest.raises(eveadm.BackendError, match="create failed after 2 tries"):
+        node.create({"brand": "null", "alias": "doomed"})
+    dom = node.get("doomed")
+    assert dom["state"] == "failed" and dom["boot_failed"] is True
+    assert "release" in fake.names()
+
+
+@pytest.mark.parametrize("seen, state", [(CRASHED, "failed"), (SHUTDOWN, "stopped")])
+def test_reads_record_what_the_backend_reports(make_node, seen, state):
+    script = Scripted()
+    node, fake = make_node(script)
+    uuid = node.create({"brand": "null"})["uuid"]
+    script.states[uuid] = seen
+    assert node.get(uuid)["state"] == state
+    assert [o["state"] for o in node.list()] == [state]
+
+
+def test_list_asks_the_backend_only_about_active_domains(make_node):
+    node, fake = make_node(Scripted())
+    running = node.create({"brand": "null"})["uuid"]
+    node.create({"brand": "null", "autoboot": False})
+    fake.calls.clear()
+    assert len(node.list(fields=["uuid", "state"])) == 2
+    assert {c.uuid for c in fake.calls if c.name == "status"} == {running}
+
+
+def test_a_held_lock_makes_a_mutation_wait_then_name_its_holder(make_node, monkeypatch):
+    monkeypatch.setenv("EVEADM_LOCK_TIMEOUT", "0.2")
+    node, fake = make_node(Scripted())
+    uuid = node.create({"brand": "null"})["uuid"]
+    with node.engine.store.lock(uuid, 1, what="a test holding the lock"):
+        with pytest.raises(eveadm.LockHeld, match="a test holding the lock"):
+            node.stop(uuid)
+    assert node.get(uuid)["state"] == "running"
