@@ -158,13 +158,18 @@ class Engine:
     def check_payload(self, payload, action: str = "create", brand: str | None = None) -> dict:
         """The validate report for a create or update payload (empty lists when valid)."""
         if action == "create":
-            report = schema.check_create(payload)
-            if schema.is_empty(report):
-                cfg = schema.normalize(payload)
-                for path, msg in self.backend(cfg["brand"]).validate(cfg):
-                    report["bad_values"].append({"property": path, "message": msg})
-            return report
+            return self._check_create(payload)[0]
         return schema.check_update(payload, brand)
+
+    def _check_create(self, payload) -> tuple[dict, dict | None]:
+        """(validate report, the normalized config when valid): schema checks, then the brand's."""
+        report = schema.check_create(payload)
+        if not schema.is_empty(report):
+            return report, None
+        cfg = schema.normalize(payload)
+        for path, msg in self.backend(cfg["brand"]).validate(cfg):
+            report["bad_values"].append({"property": path, "message": msg})
+        return report, cfg
 
     @staticmethod
     def _raise_report(report: dict, what: str) -> None:
@@ -181,8 +186,8 @@ class Engine:
 
     # -- create / start ------------------------------------------------------------
     def create(self, payload, paused: bool = False) -> Record:
-        self._raise_report(self.check_payload(payload, "create"), "create")
-        cfg = schema.normalize(payload)
+        report, cfg = self._check_create(payload)
+        self._raise_report(report, "create")
         uuid = cfg["uuid"]
         backend = self.backend(cfg["brand"])
         if self.store.get(uuid) is not None:
@@ -643,8 +648,8 @@ class Engine:
         return [address]
 
     def render(self, payload) -> str:
-        self._raise_report(self.check_payload(payload, "create"), "create")
-        cfg = schema.normalize(payload)
+        report, cfg = self._check_create(payload)
+        self._raise_report(report, "create")
         rec = Record(cfg["uuid"], cfg.get("alias"), cfg["brand"], "stopped", cfg, {}, {}, 0, 0)
         return self.backend(cfg["brand"]).render(self.domain(rec))
 

@@ -11,7 +11,7 @@ import os
 import signal
 import time
 
-from . import listing, schema
+from . import schema
 from .lifecycle import Engine
 from .store import Record, iso
 
@@ -125,6 +125,8 @@ class Node:
         With `fields` (the columns the caller will show), a listing whose columns, filters and
         sort keys are all stored columns reads no record's JSON: each object then has just those
         keys."""
+        from . import listing
+
         matchers = listing.parse_filters(filters or [])
         sort = sort or listing.DEFAULT_SORT
         for field in sort:  # every key is checked before anything is read or reconciled
@@ -139,6 +141,8 @@ class Node:
 
     def _summaries(self) -> list[dict]:
         """The stored columns of every domain, after verifying the active ones with their backends."""
+        from . import listing
+
         recs = self.engine.store.all(columns_only=True)
         self.engine.reconcile(recs, note_ids=False)
         codes = listing.type_codes()

@@ -63,6 +63,24 @@ def iso(ts: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int((ts % 1) * 1000):03d}Z"
 
 
+class JsonField:
+    """A record's JSON column, decoded the first time it is read."""
+
+    def __init__(self, index: int):
+        self.index = index  # position in Record._texts
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.attr = "_" + name
+
+    def __get__(self, rec, owner=None):
+        if rec is None:
+            return self
+        return rec._decoded(self.attr, self.index)
+
+    def __set__(self, rec, value) -> None:
+        setattr(rec, self.attr, value)
+
+
 class Record:
     """One domain as stored. `config`, `runtime` and `backend` are decoded from their JSON on first
     use, so reading many records to list a few columns costs no JSON work."""
@@ -106,29 +124,9 @@ class Record:
             self._texts = self._texts()
         return self._texts[index] if value is None else json.dumps(value)
 
-    @property
-    def config(self) -> dict:
-        return self._decoded("_config", 0)
-
-    @config.setter
-    def config(self, value: dict) -> None:
-        self._config = value
-
-    @property
-    def runtime(self) -> dict:
-        return self._decoded("_runtime", 1)
-
-    @runtime.setter
-    def runtime(self, value: dict) -> None:
-        self._runtime = value
-
-    @property
-    def backend(self) -> dict:
-        return self._decoded("_backend", 2)
-
-    @backend.setter
-    def backend(self, value: dict) -> None:
-        self._backend = value
+    config = JsonField(0)  # the normalized payload
+    runtime = JsonField(1)  # state facts: pid, timestamps, error, tries...
+    backend = JsonField(2)  # the backend's own notes
 
     @property
     def ram(self):

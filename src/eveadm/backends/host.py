@@ -157,6 +157,16 @@ def command_error(argv: list[str], proc) -> str:
     return f"{prog} {sub} failed (exit {proc.returncode})" + (f": {text}" if text else "")
 
 
+def which(program: str) -> str | None:
+    """The program's path on $PATH, as shutil.which finds it. Here because importing shutil (which
+    pulls in bz2 and lzma) costs every command that runs a program a few ms of start-up."""
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(directory or ".", program)
+        if os.access(path, os.X_OK) and os.path.isfile(path):
+            return path
+    return None
+
+
 def pid_alive(pid: int | None) -> bool:
     if not pid:
         return False

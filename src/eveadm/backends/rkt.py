@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 from pathlib import Path
 from typing import Iterable
 
 from ..errors import BackendError, BackendUnavailable
 from .base import ABSENT, CRASHED, FORCED, PAUSED, SHUTDOWN, SHUTDOWN_KINDS, Domain, Status
-from .host import last_output_line
+from .host import last_output_line, which
 from .xen import XenBackend, device_models, output_text, request_timeout
 
 RKT_HINT = "rkt (with stage1-xen) is retired upstream and not packaged by Debian; install it by hand"
@@ -86,7 +85,7 @@ class RktBackend(XenBackend):
 
     # -- availability / validation / render -----------------------------------------------------
     def check_available(self) -> None:
-        if shutil.which(self.rkt) is None:
+        if which(self.rkt) is None:
             raise BackendUnavailable(f"brand rkt needs {self.rkt}: {RKT_HINT}")
         if not Path(self.stage1).exists():
             raise BackendUnavailable(f"brand rkt needs the stage1-xen image {self.stage1} "

@@ -35,13 +35,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Iterable
 
 from ..errors import BackendError, BackendUnavailable
 from .base import ABSENT, CRASHED, FORCED, PAUSED, RUNNING, SHUTDOWN, SHUTDOWN_KINDS, Backend, Domain, Status
-from .host import last_output_line
+from .host import last_output_line, which
 from .vm import pci
 
 XL_HINT = "install the Xen toolstack (Debian: xen-utils-4.17) and boot the host under Xen"
@@ -259,7 +258,7 @@ class XenBackend(Backend):
 
     # -- availability / validation -------------------------------------------------
     def check_available(self) -> None:
-        if shutil.which(self.xl) is None:
+        if which(self.xl) is None:
             raise BackendUnavailable(f"brand {self.brand} needs {self.xl}: {XL_HINT}")
         if not self.procfs.exists():
             raise BackendUnavailable(f"brand {self.brand} needs a Xen dom0: {self.procfs} does not exist "

@@ -53,13 +53,16 @@ import signal as _signal
 import sys
 import time
 from pathlib import Path
-from typing import Iterable
 
 from ...errors import BackendError, BackendUnavailable, NotSupported
+
+TYPE_CHECKING = False  # typing costs create's start-up; annotations are never evaluated
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 from ..base import (
     ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN, Backend, Domain, Status,
 )
-from ..host import BackendContext, pid_alive, wait_until
+from ..host import BackendContext, pid_alive, wait_until, which
 from . import image, monitor, spec
 
 INSTALL_HINT = "brand container needs runc or crun: apt-get install runc"
@@ -70,12 +73,6 @@ PROBE_RETRY_AFTER = 600  # s: a failed probe is redone after this (a success hol
 HYBRID_CGROUP2 = "/sys/fs/cgroup/unified"
 ENDING_WAIT = 2.0  # s: create/unpause saw the program end at once: wait this long for conmon's record
 OCI_STATES = {"created": PAUSED, "running": RUNNING, "paused": PAUSED, "pausing": PAUSED}
-
-
-def _which(name: str) -> str | None:
-    import shutil  # lazily: `eveadm list` never needs it (CLI start-up)
-
-    return shutil.which(name)
 
 
 def _rmtree(path, ignore_errors: bool = False) -> None:
@@ -138,7 +135,7 @@ class Runtime:
         return [self.path, "--root", self.root, *args]
 
     def _unshare_prefix(self) -> list[str]:
-        return [_which("unshare") or "/usr/bin/unshare", "--mount", "--propagation", "private", "--",
+        return [which("unshare") or "/usr/bin/unshare", "--mount", "--propagation", "private", "--",
                 sys.executable, "-I", "-S", monitor.UMOUNT_EXEC, HYBRID_CGROUP2, "--"]
 
     def create_argv(self, *args: str) -> list[str]:
@@ -193,7 +190,7 @@ class ContainerBackend(Backend):
         if known and known.get("key") == key and (
                 known.get("error") is None or time.time() - known.get("time", 0) < PROBE_RETRY_AFTER):
             return known.get("error")
-        true_bin = _which("true") or "/bin/true"
+        true_bin = which("true") or "/bin/true"
         probe_dir = cache / "probe"
         rootfs = probe_dir / "rootfs"
         spec.make_probe_rootfs(str(rootfs))
@@ -227,7 +224,7 @@ class ContainerBackend(Backend):
         if choice not in ("auto",) + RUNTIMES:
             raise BackendUnavailable(f"setting container.runtime={choice!r}: use auto, runc or crun")
         names = RUNTIMES if choice == "auto" else (choice,)
-        found = {n: _which(n) for n in names}
+        found = {n: which(n) for n in names}
         if not any(found.values()):
             if choice == "auto":
                 raise BackendUnavailable(INSTALL_HINT)
@@ -240,7 +237,7 @@ class ContainerBackend(Backend):
             path = found.get(name)
             if not path:
                 continue
-            if wrap and not (hybrid_cgroups() and _which("unshare")):
+            if wrap and not (hybrid_cgroups() and which("unshare")):
                 continue
             error = self._probe(name, path, wrap)
             if error is None:
@@ -262,7 +259,7 @@ class ContainerBackend(Backend):
         except BackendUnavailable as exc:
             return {"runtime": None, "error": str(exc)}
         return {"runtime": rt.name, "runtime_path": rt.path, "state_root": rt.root,
-                "hybrid_cgroup_workaround": rt.wrap, "monitor": _which("conmon")}
+                "hybrid_cgroup_workaround": rt.wrap, "monitor": which("conmon")}
 
     # ------------------------------------------------------------------
     # validation and rendering
@@ -360,29 +357,6 @@ class ContainerBackend(Backend):
     def render(self, dom: Domain) -> str:
         lower, cfg = self._image(dom, unpack=False)
         return json.dumps(self._spec(dom, lower, cfg), indent=2) + "\n"
-
-    # ------------------------------------------------------------------
-    # lifecycle
-    # ------------------------------------------------------------------
-    def prepare(self, dom: Domain) -> None:
-        p = self._paths(dom)
-        lower, cfg = self._image(dom, unpack=True)
-        if not lower or not os.path.isdir(lower):
-            raise BackendError(f"image root filesystem {lower} is not a directory")
-        for d in (p["upper"], p["work"], p["rootfs"], dom.run_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        for disk in self._disks(dom):
-            if disk.get("source"):
-                Path(disk["source"]).mkdir(parents=True, exist_ok=True)
-            elif disk.get("size") and disk.get("path") and not os.path.exists(disk["path"]):
-                Path(disk["path"]).mkdir(parents=True)
-                dom.backend.setdefault("created_dirs", []).append(disk["path"])
-        text = json.dumps(self._spec(dom, lower, cfg), indent=2) + "\n"
-        tmp = p["config"].with_name("config.json.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, p["config"])
-        dom.backend.update(bundle=str(p["bundle"]), config=str(p["config"]), rootfs=str(p["rootfs"]),
-                           lower=lower, log=str(p["log"]))
 
     # ------------------------------------------------------------------
     # lifecycle
@@ -534,8 +508,8 @@ class ContainerBackend(Backend):
             return rt
         for name in RUNTIMES:
             root = self._state_root(name)
-            if os.path.isdir(os.path.join(root, dom.uuid)) and _which(name):
-                return Runtime(name, _which(name), root, False)
+            if os.path.isdir(os.path.join(root, dom.uuid)) and which(name):
+                return Runtime(name, which(name), root, False)
         return None
 
     def _list(self, rt: Runtime, members: list[Domain]) -> dict[str, dict]:

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from ...errors import BackendError, BackendUnavailable
+from ..host import which
 
 INSTALL_HINT = "brand container needs conmon: apt-get install conmon"
 HANDSHAKE_TIMEOUT = 60  # s: conmon answers once `<runtime> create` has returned
@@ -84,9 +85,7 @@ class RunFiles:
 
 
 def conmon_path() -> str:
-    import shutil
-
-    path = shutil.which("conmon")
+    path = which("conmon")
     if not path:
         raise BackendUnavailable(INSTALL_HINT)
     return path

@@ -38,7 +38,6 @@ per monitor).
 from __future__ import annotations
 
 import os
-import shutil
 import signal as _signal
 import time
 from pathlib import Path
@@ -46,7 +45,7 @@ from typing import Iterable
 
 from ...errors import BackendError, BackendUnavailable
 from ..base import ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN, Backend, Domain, Status
-from ..host import last_output_line, pid_alive, wait_until
+from ..host import last_output_line, pid_alive, wait_until, which
 from ..vm import cloudinit, disks, pci
 from . import argv as qemu_argv
 from .argv import QEMU, esc, paths
@@ -63,7 +62,7 @@ ENDED_BY_EVEADM = "quit"  # the marker's text: eveadm quit or killed this QEMU
 class KvmBackend(Backend):
     # -- availability ------------------------------------------------------
     def check_available(self) -> None:
-        if not shutil.which(QEMU):
+        if not which(QEMU):
             raise BackendUnavailable(f"brand kvm needs {QEMU}: {QEMU_HINT}")
 
     def accel(self, dom: Domain | None = None) -> tuple[str, str]:
@@ -437,7 +436,7 @@ class KvmBackend(Backend):
         return out
 
     def host_info(self) -> dict:
-        path = shutil.which(QEMU)
+        path = which(QEMU)
         accel, why = self.accel(None)
         out = {"qemu": path, "accel": accel, "accel_reason": why,
                "dev_kvm": os.path.exists("/dev/kvm"), "kvm_pvm": os.path.exists("/sys/module/kvm_pvm")}
