@@ -1,12 +1,19 @@
-"""`eveadm agent`: the supervisor loop (SPEC §4.6, after domainmgr's per-domain ticker and vmadmd).
+"""`eveadm agent`: the supervisor loop (after domainmgr's per-domain ticker and vmadmd).
 
 At start it boots every domain with autoboot that is not running. Then, every
 `interval` seconds, it verifies all domains (the same truth-on-read as
-`list`), restarts crashed domains whose on_crash is `restart` (back-off 1 s,
-doubling to 5 min per domain), and retries boots that failed after
-`boot_retry` seconds (domainmgr's timer.boot.retry, default 600 s). SIGTERM
-or SIGINT ends it cleanly between two steps. Every decision is an event
-(`agent.boot`, `agent.restart`, `agent.boot_retry`).
+`list`) and, for domains with autoboot:
+  - restarts a crashed domain whose on_crash is `restart`, or whose
+    restart_policy is `on-failure` or `always`;
+  - restarts a domain whose program ended by itself when its restart_policy
+    says so (`always`; `on-failure` when the exit status is not 0);
+  - retries a boot that failed after `boot_retry` seconds (domainmgr's
+    timer.boot.retry, default 600 s).
+Restarts back off per domain (1 s, doubling to 5 min; back to 1 s once the
+domain stayed up 60 s), and the back-off is kept in <root>/agent-state.json so
+it survives an agent restart. SIGTERM or SIGINT ends the agent cleanly
+between two steps. Every decision is an event (`agent.boot`,
+`agent.restart`, `agent.boot_retry`).
 """
 
 from __future__ import annotations
@@ -28,8 +35,8 @@ class Agent:
         self.interval = interval
         self.boot_retry = boot_retry
         self.stopping = threading.Event()
-        # uuid -> (earliest next restart, delay after that one, time of the last restart)
-        self.backoff: dict[str, tuple[float, float, float]] = {}
+        # uuid -> [earliest next restart, delay after that one, time of the last restart]
+        self.backoff: dict[str, list[float]] = node.agent_state().get("backoff", {})
         self.log = log or (lambda msg: print(f"eveadm agent: {msg}", file=sys.stderr, flush=True))
 
     def _start(self, dom: dict, why: str) -> bool:
@@ -49,25 +56,42 @@ class Agent:
 
     def tick(self) -> None:
         now = time.time()
+        before = {k: list(v) for k, v in self.backoff.items()}
         for dom in self.node.list():
             uuid = dom["uuid"]
-            if dom["state"] != "failed" or not dom.get("autoboot"):
+            why = self._due(dom, now)
+            if why is None:
                 # forget the back-off only once the domain has stayed up for a while
                 entry = self.backoff.get(uuid)
                 if entry and (dom["state"] != "running" or now - entry[2] >= STABLE_AFTER):
                     del self.backoff[uuid]
                 continue
+            if why == "boot_retry":
+                self._start(dom, "boot_retry")
+                continue
+            due, delay, _ = self.backoff.get(uuid, (0.0, 1.0, now))
+            if now >= due:
+                ok = self._start(dom, "restart")
+                # a domain that ends again soon after a restart waits longer each time
+                self.backoff[uuid] = [now + delay, min(delay * 2, MAX_BACKOFF), now]
+                if not ok:
+                    self.log(f"restart of {uuid} failed; next try in {delay:g}s")
+        if self.backoff != before:
+            self.node.save_agent_state({"backoff": self.backoff})
+
+    def _due(self, dom: dict, now: float) -> str | None:
+        """Why this domain should be started now ("restart", "boot_retry"), or None."""
+        if not dom.get("autoboot"):
+            return None
+        policy = dom.get("restart_policy", "no")
+        if dom["state"] == "failed":
             if dom.get("boot_failed"):
-                if now - _failed_at(dom, now) >= self.boot_retry:
-                    self._start(dom, "boot_retry")
-            elif dom.get("on_crash") == "restart":
-                due, delay, _ = self.backoff.get(uuid, (0.0, 1.0, now))
-                if now >= due:
-                    ok = self._start(dom, "restart")
-                    # a domain that crashes again soon after a restart waits longer each time
-                    self.backoff[uuid] = (now + delay, min(delay * 2, MAX_BACKOFF), now)
-                    if not ok:
-                        self.log(f"restart of {uuid} failed; next try in {delay:g}s")
+                return "boot_retry" if now - _failed_at(dom, now) >= self.boot_retry else None
+            return "restart" if dom.get("on_crash") == "restart" or policy != "no" else None
+        if dom["state"] == "stopped" and dom.get("ended_by") == "itself":
+            if policy == "always" or (policy == "on-failure" and dom.get("exit_status")):
+                return "restart"
+        return None
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -607,12 +607,17 @@ def _run(args) -> int:
         return 0
     if args.command in ("completion", "help"):
         return globals()["cmd_" + args.command](args)
+    from . import interrupts
     from .node import Node
 
+    if args.command != "agent":  # the agent handles its own signals (it ends between two steps)
+        interrupts.install()
     node = Node(root=args.root)
     node.on_progress(say)
     try:
-        return globals()["cmd_" + args.command](args, node)
+        code = globals()["cmd_" + args.command](args, node)
+        interrupts.check()  # a signal that came after the last safe point still ends with its code
+        return code
     finally:
         for w in node.warnings:
             say(f"{PROG}: warning: {w}")

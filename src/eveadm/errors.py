@@ -39,10 +39,27 @@ class Timeout(EveadmError):
     exit_code = 6
 
 
+class Interrupted(EveadmError):
+    """SIGINT or SIGTERM stopped the command at a safe point; exit code 128 + the signal's number."""
+
+    def __init__(self, signo: int, message: str | None = None):
+        import signal
+
+        self.signo = signo
+        self.exit_code = 128 + signo
+        name = signal.Signals(signo).name
+        super().__init__(message or f"interrupted by {name}")
+
+
 class BackendError(EveadmError):
     """The hypervisor / runtime refused or failed; message carries its own words."""
 
     exit_code = 1
+
+
+class PermanentError(BackendError):
+    """A failure no retry can fix (the program does not exist, the image cannot be read, the kernel
+    is not a kernel): the engine fails the boot at once instead of retrying."""
 
 
 class BackendUnavailable(BackendError):

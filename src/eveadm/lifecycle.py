@@ -15,14 +15,15 @@ import os
 import signal as _signal
 import time
 
-from . import faults, schema
-from .backends import CONTAINER
+from . import faults, interrupts, schema
+from .backends import CONTAINER, brands
 from .backends import facts as brand_facts
 from .backends import load as load_backend
 from .backends.base import (ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN, Backend, Domain,
                             Status)
 from .backends.host import BackendContext, wait_until
-from .errors import BackendError, Conflict, EveadmError, LockHeld, NotFound, Timeout, UsageError, ValidationError
+from .errors import (BackendError, Conflict, EveadmError, Interrupted, LockHeld, NotFound, PermanentError, Timeout,
+                     UsageError, ValidationError)
 from .store import Record, Store, iso
 
 STATES = ("provisioning", "paused", "booting", "running", "stopping", "stopped", "failed")
@@ -35,7 +36,7 @@ TRANSITIONS = {
     "paused": {"booting", "stopping", "stopped", "failed"},
     "booting": {"running", "stopping", "stopped", "failed"},
     "running": {"stopping", "stopped", "failed"},
-    "stopping": {"stopped", "failed"},
+    "stopping": {"stopped", "failed", "running", "paused"},  # back: a stop abandoned on SIGINT/SIGTERM
     "stopped": {"provisioning"},
     "failed": {"provisioning", "stopping", "stopped"},
 }
@@ -64,6 +65,7 @@ STOP_LADDER = (
     Rung("forced", "stop.forced", lambda b, dom, t: b.shutdown(dom, FORCED, t), "force_timeout", 10, True),
     Rung("destroy", "stop.destroyed", lambda b, dom, t: b.destroy(dom, t), "destroy_timeout", 10, False),
 )
+STOPPED_BY_EVEADM = "stopped by eveadm"
 IMPATIENT_BUDGET = 6  # s: delete's cap on every rung (domainmgr's impatient doInactivate, shortened)
 
 
@@ -245,29 +247,54 @@ class Engine:
             self.store.save(rec)  # keep whatever the backend noted about files it made
             self._fail(rec, f"prepare failed: {exc}", boot_failed=True)
             raise exc from None
+        try:
+            created = self._create_with_retries(rec, dom, backend)
+            rec.runtime.update(boot_failed=False, error=None, exit_status=None, exit_timestamp=None)
+            self._note_status(rec, created)
+            self._transition(rec, "paused")
+            interrupts.check()  # the last point where nothing of the guest has run yet
+        except Interrupted as exc:
+            self._quietly(backend.destroy, dom)
+            self._quietly(backend.release, dom)
+            self._stopped_by_interrupt(rec, exc)
+            raise
+        if activate:
+            self._activate(rec, dom)
+            if interrupts.received():  # too late to undo: it runs; say so
+                raise Interrupted(interrupts.received(), f"interrupted; domain {rec.uuid} is {rec.state}")
+
+    def _create_with_retries(self, rec: Record, dom: Domain, backend: Backend) -> Status:
+        """create_paused, retried `create_tries` times `create_retry_delay` apart (domainmgr's pacing);
+        a PermanentError is not retried: the same payload would fail the same way."""
         tries = int(self._num("create_tries", 3))
         delay = self._num("create_retry_delay", 5)
         attempt = 0
         while True:
             attempt += 1
             rec.runtime["tried_count"] = attempt
+            interrupts.check()
             try:
-                created = backend.create_paused(dom)
-                break
+                return backend.create_paused(dom)
             except EveadmError as exc:
-                self._event(rec, "create.failed", attempt=attempt, message=str(exc))
+                permanent = isinstance(exc, PermanentError)
+                self._event(rec, "create.failed", attempt=attempt, message=str(exc),
+                            retry=not permanent and attempt < tries)
                 self._quietly(backend.destroy, dom)
-                if attempt >= tries:
+                if permanent or attempt >= tries:
                     self._quietly(backend.release, dom)
-                    self._fail(rec, f"create failed after {attempt} tries: {exc}", boot_failed=True)
-                    raise BackendError(f"domain {rec.uuid}: create failed after {attempt} tries: {exc}") from None
+                    why = "a permanent error" if permanent else f"{attempt} tries"
+                    self._fail(rec, f"create failed after {why}: {exc}", boot_failed=True)
+                    error = PermanentError if permanent else BackendError
+                    raise error(f"domain {rec.uuid}: create failed after {why}: {exc}") from None
                 self._say(f"create of {rec.uuid} failed ({exc}); retrying in {delay:g}s")
-                time.sleep(delay)  # domainmgr's retry pacing (policy, configurable), not synchronisation
-        rec.runtime.update(boot_failed=False, error=None, exit_status=None, exit_timestamp=None)
-        self._note_status(rec, created)
-        self._transition(rec, "paused")
-        if activate:
-            self._activate(rec, dom)
+                with interrupts.waiting():
+                    time.sleep(delay)  # domainmgr's retry pacing (policy, configurable), not synchronisation
+
+    def _stopped_by_interrupt(self, rec: Record, exc: Interrupted) -> None:
+        """An interrupted start undone: nothing runs, and nothing boots it again by itself."""
+        rec.config["autoboot"] = False
+        rec.runtime.update(domain_id=None, pid=None)
+        self._transition(rec, "stopped", reason=f"start {exc}")
 
     def _activate(self, rec: Record, dom: Domain) -> None:
         """domainmgr doActivateTail: backend tuning + unpause, then confirm it runs."""
@@ -324,11 +351,17 @@ class Engine:
         with self.lock(uuid):
             rec = self.load(uuid)
             self._reconcile_locked(rec)
-            rec.config["autoboot"] = False
+            autoboot, rec.config["autoboot"] = rec.config.get("autoboot"), False
             if not self._present(rec):
                 self.store.save(rec)
                 return rec, False
-            self._stop(rec, force=force, timeout=timeout)
+            try:
+                self._stop(rec, force=force, timeout=timeout)
+            except Interrupted:
+                if rec.state != "stopped":  # abandoned, and it still runs: the stop did not happen
+                    rec.config["autoboot"] = autoboot
+                    self.store.save(rec)
+                raise
             return rec, True
 
     def _stop(self, rec: Record, force: bool, timeout: float | None, impatient: bool = False) -> None:
@@ -338,6 +371,21 @@ class Engine:
         running = rec.state in ("running", "booting", "stopping")
         self._transition(rec, "stopping")
         started = time.monotonic()
+        try:
+            gone, last_error = self._climb(rec, backend, dom, running, force, timeout, impatient)
+        except Interrupted as exc:
+            self._abandon_stop(rec, backend, dom, exc)
+            raise
+        elapsed = round(time.monotonic() - started, 3)
+        if not gone:
+            self.store.save(rec)
+            self._fail(rec, "could not destroy the domain: it is still there after destroy")
+            raise Timeout(f"domain {rec.uuid} is still present after destroy ({last_error or 'no error reported'})")
+        self._event(rec, "stop.gone", seconds=elapsed)
+        self._finish_gone(rec, dom, backend.status([dom])[rec.uuid], STOPPED_BY_EVEADM)
+
+    def _climb(self, rec, backend, dom, running: bool, force: bool, timeout, impatient: bool):
+        """The rungs, in order, until the domain is gone: (gone, the last primitive's error)."""
         gone, last_error = False, None
         for rung in STOP_LADDER:
             if rung.needs_running and not running:
@@ -354,16 +402,25 @@ class Engine:
                 self._say(f"{rung.name} stop of {rec.uuid} refused ({last_error}); next rung")
                 continue
             self._say(f"{rung.name} stop of {rec.uuid} sent; waiting up to {budget:g}s")
-            gone = backend.wait_gone(dom, max(0.0, budget - (time.monotonic() - t0)))
+            with interrupts.waiting():
+                gone = backend.wait_gone(dom, max(0.0, budget - (time.monotonic() - t0)))
             if gone:
                 break
-        elapsed = round(time.monotonic() - started, 3)
-        if not gone:
-            self.store.save(rec)
-            self._fail(rec, "could not destroy the domain: it is still there after destroy")
-            raise Timeout(f"domain {rec.uuid} is still present after destroy ({last_error or 'no error reported'})")
-        self._event(rec, "stop.gone", seconds=elapsed)
-        self._finish_gone(rec, dom, backend.status([dom])[rec.uuid], "stopped by eveadm")
+            interrupts.check()
+        return gone, last_error
+
+    def _abandon_stop(self, rec: Record, backend: Backend, dom: Domain, exc: Interrupted) -> None:
+        """A stop cut short by SIGINT/SIGTERM: record what is true now, the domain gone or still there."""
+        st = self._quietly(backend.status, [dom])
+        st = st[rec.uuid] if st else None
+        self._event(rec, "stop.interrupted", signal=exc.signo)
+        if st is not None and st.gone:
+            self._finish_gone(rec, dom, st, STOPPED_BY_EVEADM)
+        elif st is not None and st.state in (RUNNING, PAUSED):
+            self._transition(rec, RUNNING if st.state == RUNNING else PAUSED, reason=f"stop {exc}")
+        else:  # cannot tell: say so; the next read or `stop` settles it
+            rec.runtime["error"] = {"message": f"stop {exc}; the domain's state is unknown", "time": _now_iso()}
+            self._transition(rec, "failed", error=rec.runtime["error"]["message"])
 
     def _budget(self, rung: Rung, rec: Record, timeout: float | None) -> float:
         if rung.budget_setting is None:  # stop -t, else the payload's stop_timeout (normalize sets it)
@@ -381,6 +438,8 @@ class Engine:
         self._quietly(backend.release, dom)
         # the backend may know when it really ended (a container's monitor records it)
         rec.runtime.update(domain_id=None, pid=None, exit_timestamp=st.detail.get("exit_timestamp") or _now_iso())
+        # who ended it: the agent's restart policy restarts only what ended by itself
+        rec.runtime["ended_by"] = None if failure else ("eveadm" if reason == STOPPED_BY_EVEADM else "itself")
         if st.exit_status is not None:
             rec.runtime["exit_status"] = st.exit_status
         if failure:
@@ -530,7 +589,7 @@ class Engine:
                 return
         if st.gone:
             if rec.state == "stopping":  # a stop was interrupted after the domain went away
-                self._finish_gone(rec, dom, st, "stopped by eveadm")
+                self._finish_gone(rec, dom, st, STOPPED_BY_EVEADM)
             elif st.state == SHUTDOWN:
                 family = brand_facts(rec.brand).family
                 ended = "exited by itself" if family == CONTAINER else "powered off by itself"
@@ -614,17 +673,57 @@ class Engine:
                         self._reconcile_locked(rec)
                         if rec.state == "failed" and self._present(rec):
                             self._stop(rec, force=True, timeout=0)
+        findings += self._leftovers(fix)
+        return findings
+
+    def _leftovers(self, fix: bool) -> list[str]:
+        """What eveadm made for domains it no longer has: directories, lock files, and whatever each
+        available brand finds on the host (containers, monitors, VMMs, mounts, cgroups)."""
         import shutil
 
+        found = []
         dirs = [path for parent in (self.ctx.root / "domains", self.ctx.run_root) if parent.is_dir()
                 for path in parent.iterdir() if schema.UUID_RE.match(path.name)]
-        known = {uuid for uuid, _ in self.store.names()}  # read after listing: a create may be under way
+        locks_dir = self.ctx.root / "locks"
+        locks = [p for p in locks_dir.iterdir() if p.suffix == ".lock"] if locks_dir.is_dir() else []
+        orphans = []
+        for brand in brands():
+            backend = self._available_backend(brand)
+            if backend is not None:
+                orphans += [(backend, o) for o in self._quietly(backend.orphans, self._known()) or []]
+        known = self._known()  # read after the scans: a create under way has its record before its parts
+        for backend, orphan in orphans:
+            if orphan.uuid in known:
+                continue
+            found.append(f"{backend.brand}: {orphan.describe()}: made by eveadm for a domain it does not have")
+            if fix:
+                err = self._try(backend.remove_orphan, orphan)
+                if err:
+                    found.append(f"{backend.brand}: could not remove {orphan.describe()}: {err}")
         for path in dirs:
             if path.name not in known:
-                findings.append(f"{path}: left over from a deleted domain")
+                found.append(f"{path}: left over from a deleted domain")
                 if fix:
                     shutil.rmtree(path, ignore_errors=True)
-        return findings
+        for path in locks:
+            uuid = path.name.removesuffix(".lock")
+            if uuid not in known and not self.store.is_locked(uuid):
+                found.append(f"{path}: lock file of a deleted domain")
+                if fix:
+                    self.store.drop_lock_file(uuid)
+        return found
+
+    def _known(self) -> set[str]:
+        return {uuid for uuid, _ in self.store.names()}
+
+    def _available_backend(self, brand: str) -> Backend | None:
+        """The brand's backend if this host can run it (doctor looks only where it can)."""
+        try:
+            backend = self.backend(brand)
+            backend.check_available()
+            return backend
+        except EveadmError:
+            return None
 
     def pci(self, action: str, address: str | None, brand: str) -> list[str]:
         from .backends import PCI, brands

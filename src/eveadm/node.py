@@ -16,8 +16,8 @@ from .lifecycle import Engine
 from .store import Record, iso
 
 # runtime facts `get` shows after the config, when set
-RUNTIME_FIELDS = ("domain_id", "pid", "boot_timestamp", "exit_status", "exit_timestamp", "tried_count",
-                  "boot_failed", "pending_restart")
+RUNTIME_FIELDS = ("domain_id", "pid", "boot_timestamp", "exit_status", "exit_timestamp", "ended_by",
+                  "tried_count", "boot_failed", "pending_restart")
 # what `list` can show without decoding a record's JSON (stored columns)
 SUMMARY_FIELDS = ("uuid", "alias", "brand", "state", "ram", "type")
 
@@ -190,7 +190,10 @@ class Node:
             if not follow:
                 return
             if not batch:
-                time.sleep(poll)  # following a journal: wait for the next write
+                from . import interrupts
+
+                with interrupts.waiting():
+                    time.sleep(poll)  # following a journal: wait for the next write
 
     def last_event_id(self) -> int:
         return self.engine.store.last_event_id()
@@ -199,6 +202,27 @@ class Node:
         """Add an event that changes no record (the agent's decisions)."""
         rec = self.engine.store.get(uuid)
         self.engine.store.append_event(uuid, rec.alias if rec else None, etype, data)
+
+    # -- the agent's own state (its restart back-off), kept across agent restarts --
+    def agent_state(self) -> dict:
+        import json
+
+        try:
+            with open(os.path.join(self.engine.ctx.root_dir, "agent-state.json"), encoding="utf-8") as fh:
+                state = json.load(fh)
+            return state if isinstance(state, dict) else {}
+        except (OSError, ValueError):
+            return {}  # none yet, or unreadable: start from scratch (1 s back-off)
+
+    def save_agent_state(self, state: dict) -> None:
+        import json
+
+        path = os.path.join(self.engine.ctx.root_dir, "agent-state.json")
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(state, fh)
+        os.replace(tmp, path)
 
     # -- host -------------------------------------------------------------------
     def pci(self, action: str, address: str | None = None, brand: str = "xen") -> list[str]:

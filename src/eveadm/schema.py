@@ -261,6 +261,8 @@ PROPERTIES: dict[str, Prop] = {
     "autoboot": Prop(_bool, update=LIVE, default=True),
     "stop_timeout": Prop(_int(0, 86400), update=LIVE, default=60),
     "on_crash": Prop(_enum("halt", "restart"), update=LIVE, default="halt"),
+    # containers: restart a program that ended by itself (podman's names); the agent applies it
+    "restart_policy": Prop(_enum("no", "on-failure", "always"), update=LIVE, default="no"),
     "customer_metadata": Prop(_flat_object(), update=None, default=lambda cfg: {}),
     "tags": Prop(_flat_object(), update=None, default=lambda cfg: {}),
 }

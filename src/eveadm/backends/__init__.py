@@ -35,7 +35,7 @@ COMMON_PROPERTIES = frozenset((
 ))
 VM_PROPERTIES = frozenset(("virt_mode", "kernel", "initrd", "cmdline", "firmware", "vnc_port", "vnc_password",
                            "pci_devices"))
-CONTAINER_PROPERTIES = frozenset(("image", "cmd", "env", "workdir", "terminal", "readonly_root"))
+CONTAINER_PROPERTIES = frozenset(("image", "cmd", "env", "workdir", "terminal", "readonly_root", "restart_policy"))
 
 
 class BrandFacts:
@@ -89,10 +89,12 @@ register(BrandFacts("container", "CONT", CONTAINER, "eveadm.backends.container:C
                     properties=CONTAINER_PROPERTIES, required=("image",), defaults={"stop_timeout": 10},
                     capabilities=(CONSOLE, KILL)))
 register(BrandFacts("rkt", "RKT", CONTAINER, "eveadm.backends.rkt:RktBackend",
-                    properties=("image", "env", "pci_devices"), required=("image",), defaults={"stop_timeout": 10},
+                    properties=("image", "env", "pci_devices", "restart_policy"), required=("image",),
+                    defaults={"stop_timeout": 10},
                     capabilities=(CONSOLE, PCI)))
 register(BrandFacts("null", "NULL", VM, "eveadm.backends.null:NullBackend",
-                    properties={"image", "cmd", "env", "workdir", "pci_devices", "vnc_port", "vnc_password"},
+                    properties={"image", "cmd", "env", "workdir", "pci_devices", "vnc_port", "vnc_password",
+                                "restart_policy"},
                     defaults={"stop_timeout": 60}, capabilities=(KILL,)))
 
 

@@ -143,6 +143,25 @@ class Domain:
         return f"{alias}.{self.uuid[:8]}" if alias else self.uuid
 
 
+class Orphan:
+    """Something of this brand on the host that eveadm made and no record owns (a runtime container,
+    a monitor or VMM process, a mount, a cgroup, a tap), found by `doctor`."""
+
+    __slots__ = ("kind", "ident", "uuid", "detail")
+
+    def __init__(self, kind: str, ident: str, uuid: str | None = None, detail: str = ""):
+        self.kind = kind  # "container", "process", "mount", "cgroup", ...
+        self.ident = ident  # what to remove: an id, a pid, a path
+        self.uuid = uuid  # the domain it was made for, when known
+        self.detail = detail  # one line for the operator
+
+    def __repr__(self) -> str:
+        return f"Orphan({self.kind!r}, {self.ident!r}, uuid={self.uuid!r})"
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.ident}" + (f" ({self.detail})" if self.detail else "")
+
+
 class Backend:
     """Base class and contract of every backend. Subclasses override the primitives."""
 
@@ -205,6 +224,17 @@ class Backend:
         with delete=True also the rendered files and preserved copies. Return the paths removed.
         Never remove a file the user pointed at."""
         return []
+
+    # -- doctor -----------------------------------------------------------------
+    def orphans(self, known: set[str]) -> list[Orphan]:
+        """What this brand finds on the host that eveadm made for a domain whose UUID is not in
+        `known` (deleted, or a create killed before its record). Only things eveadm created: never
+        a container, process, mount or device someone else made. A pure read."""
+        return []
+
+    def remove_orphan(self, orphan: Orphan) -> None:
+        """Remove one thing `orphans` found (doctor --fix)."""
+        raise NotSupported(f"brand {self.brand} cannot remove {orphan.describe()}")
 
     # -- optional (the brand's capabilities in the registry say which it has) --
     def kill(self, dom: Domain, sig: int = _signal.SIGKILL) -> None:
