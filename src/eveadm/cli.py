@@ -310,11 +310,23 @@ def read_payload(path: str | None):
             raise ValidationError(f"payload file {path} is not UTF-8 text") from None
         where = path
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:  # nesting no payload has; the parser's own limit
+        exc = ValueError("nested too deeply")
+        report = {"bad_properties": [], "bad_values": [{"property": "", "message": f"not valid JSON: {exc}"}],
+                  "missing_properties": []}
+        raise ValidationError(f"payload in {where} is not valid JSON: {exc}", report) from None
     except ValueError as exc:
         report = {"bad_properties": [], "bad_values": [{"property": "", "message": f"not valid JSON: {exc}"}],
                   "missing_properties": []}
         raise ValidationError(f"payload in {where} is not valid JSON: {exc}", report) from None
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # 1e400: Python makes it Infinity, which JSON has not
+        raise ValueError(f"number {text} is too large")
+    return value
 
 
 def _reject_constant(name: str):

@@ -102,8 +102,20 @@ def _enum(*choices):
 def _abspath(v, path, errs):
     if not isinstance(v, str) or not v:
         errs.append((path, "must be an absolute path"))
-    elif not v.startswith("/") or "\0" in v or "\n" in v:
+    elif not v.startswith("/") or any(ord(c) < 32 for c in v):
         errs.append((path, "must be an absolute path"))
+    elif ".." in v.split("/"):
+        errs.append((path, "must not contain .. (give the path itself)"))
+
+
+def _not_root(check):
+    """A path check that also refuses the host's / (a container image or a directory disk)."""
+    def checked(v, path, errs):
+        n = len(errs)
+        check(v, path, errs)
+        if len(errs) == n and isinstance(v, str) and os.path.normpath(v) == "/":
+            errs.append((path, "must not be the host's / (give a directory of its own)"))
+    return checked
 
 
 def _existing_file(v, path, errs):
@@ -124,6 +136,8 @@ def _flat_object(values="scalar"):
                     errs.append((f"{path}.{k}", "is not a valid variable name"))
                 elif not isinstance(item, str):
                     errs.append((f"{path}.{k}", "must be a string"))
+                elif "\0" in item:  # the runtime refuses it, after create; refuse it here
+                    errs.append((f"{path}.{k}", "must not contain a NUL character"))
             elif not isinstance(item, (str, int, float, bool)) or item is None:
                 errs.append((f"{path}.{k}", "must be a string, number or boolean"))
 
@@ -168,7 +182,7 @@ def _list_of(item_check):
 
 
 DISK_FIELDS = {
-    "path": _abspath,
+    "path": _not_root(_abspath),
     "format": _enum("raw", "qcow2", "iso"),
     "media": _enum("disk", "cdrom"),
     "model": _enum("virtio", "ide", "scsi"),
@@ -219,9 +233,24 @@ def _pci(v, path, errs):
     _object(PCI_FIELDS, required=("address",))(v, path, errs)
 
 
+def _alias(v, path, errs):
+    n = len(errs)
+    _str(ALIAS_RE, 64, "1-64 of A-Z a-z 0-9 . _ -")(v, path, errs)
+    if len(errs) > n:
+        return
+    if v in (".", ".."):
+        errs.append((path, "must not be . or .."))
+    elif UUID_RE.match(v):  # commands take an alias in place of a UUID: it must never name another domain
+        errs.append((path, "must not look like a UUID"))
+
+
 def _image(v, path, errs):
-    if not isinstance(v, str) or not v or "\0" in v:
+    if not isinstance(v, str) or not v or any(ord(c) < 32 for c in v):
         errs.append((path, "must be a rootfs directory, oci:DIR[:TAG], or (rkt) an image hash"))
+        return
+    where = v[4:].rsplit(":", 1)[0] if v.startswith("oci:") else v
+    if where.startswith("/"):
+        _not_root(_abspath)(where, path, errs)
 
 
 def _brand(v, path, errs):
@@ -232,7 +261,7 @@ def _brand(v, path, errs):
 
 PROPERTIES: dict[str, Prop] = {
     "uuid": Prop(_str(UUID_RE, what="a lowercase UUID"), update=None),
-    "alias": Prop(_str(ALIAS_RE, 64, "1-64 of A-Z a-z 0-9 . _ -"), update=LIVE),
+    "alias": Prop(_alias, update=LIVE),
     "brand": Prop(_brand, update=None),
     "vcpus": Prop(_int(1, 256), default=1),
     "ram": Prop(_int(16, 16 * 1024 * 1024), default=256),
@@ -295,10 +324,60 @@ def _add_bad(report, errs):
         report["bad_values"].append({"property": path, "message": msg})
 
 
-def check_create(payload) -> dict:
-    report = empty_report()
+MAX_DEPTH = 16  # payloads are shallow; deeper nesting is an attack on the parser, not a domain
+MAX_INT = 2 ** 63 - 1  # what SQLite and every JSON reader take as an integer
+
+
+def json_problems(value, path: str = "", depth: int = 0) -> list[tuple[str, str]]:
+    """What keeps a value from being plain JSON that eveadm can store and print back: Python-only
+    types (tuples, sets, bytes, non-string keys), NaN and infinities, integers beyond 64 bits, text
+    that is not Unicode (lone surrogates), nesting deeper than MAX_DEPTH."""
+    here = path or "payload"
+    if depth > MAX_DEPTH:
+        return [(path, f"is nested deeper than {MAX_DEPTH} levels")]
+    if value is None or isinstance(value, bool):
+        return []
+    if isinstance(value, int):
+        return [] if -MAX_INT - 1 <= value <= MAX_INT else [(path, "is an integer beyond 64 bits")]
+    if isinstance(value, float):
+        return [] if value == value and value not in (float("inf"), float("-inf")) else \
+            [(path, "must be a finite number")]
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return [(path, "is not valid Unicode text (a lone surrogate)")]
+        return []
+    if isinstance(value, list):
+        out = []
+        for i, item in enumerate(value):
+            out += json_problems(item, f"{path}.{i}" if path else str(i), depth + 1)
+        return out
+    if isinstance(value, dict):
+        out = []
+        for k, item in value.items():
+            if not isinstance(k, str):
+                out.append((here, f"has a key that is not a string: {k!r}"[:200]))
+                continue
+            out += json_problems(k, f"{path}.{k}" if path else k, depth + 1)
+            out += json_problems(item, f"{path}.{k}" if path else k, depth + 1)
+        return out
+    return [(here, f"is a {type(value).__name__}, not a JSON value")]
+
+
+def _checked_json(payload, report) -> bool:
+    """Fill the report with what is not plain JSON; True when the payload is an object of plain JSON."""
     if not isinstance(payload, dict):
         report["bad_values"].append({"property": "", "message": "must be a JSON object"})
+        return False
+    problems = json_problems(payload)
+    _add_bad(report, problems)
+    return not problems
+
+
+def check_create(payload) -> dict:
+    report = empty_report()
+    if not _checked_json(payload, report):
         return report
     brand = payload.get("brand")
     if "brand" not in payload:
@@ -343,8 +422,7 @@ def _check_all_unique(cfg: dict, errs) -> None:
 
 def check_update(payload, brand: str | None = None) -> dict:
     report = empty_report()
-    if not isinstance(payload, dict):
-        report["bad_values"].append({"property": "", "message": "must be a JSON object"})
+    if not _checked_json(payload, report):
         return report
     errs: list = []
     for key, value in payload.items():

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 
 def test_valid_payload_prints_nothing(cli):
     proc = cli("validate", "create", input='{"brand": "null", "alias": "ok"}')
@@ -76,3 +78,43 @@ def test_duplicates_backward_ranges_and_nan_are_refused(cli):
     proc = cli("create", input='{"brand": "null", "tags": {"a": NaN}}')
     assert proc.returncode == 3 and "NaN is not a JSON value" in proc.stderr
     assert cli.ok("list", "-H").stdout == ""
+
+
+HOSTILE = [
+    ('{"brand":"null","tags":{"a":1e400}}', "too large"),
+    ('{"brand":"null","tags":{"a":123456789012345678901234567890}}', "beyond 64 bits"),
+    ('{"brand":"null","tags":{"a":"\\ud800"}}', "lone surrogate"),
+    ('{"brand":"null","env":{"A":"x\\u0000y"}}', "NUL"),
+    ('{"brand":"null","alias":".."}', "must not be . or .."),
+    ('{"brand":"null","alias":"aaaaaaaa-1111-4111-8111-000000000009"}', "look like a UUID"),
+    ('{"brand":"container","image":"/","cmd":["/bin/true"]}', "host's /"),
+    ('{"brand":"container","image":"/srv/../etc","cmd":["/bin/true"]}', "must not contain .."),
+    ('{"brand":"null","disks":[{"path":"/"}]}', "host's /"),
+    ('{"brand":"null","disks":[{"path":"/tmp/../etc/passwd"}]}', "must not contain .."),
+    ("[" * 100000 + "]" * 100000, "nested too deeply"),
+    ('{"brand":"null","tags":' + '{"a":' * 40 + "1" + "}" * 41, "nested deeper"),
+]
+
+
+@pytest.mark.parametrize("payload, words", HOSTILE)
+def test_hostile_payloads_are_refused_with_exit_3_and_change_nothing(cli, payload, words):
+    for args in (("validate", "create"), ("create",)):
+        proc = cli(*args, input=payload)
+        assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr
+        assert words in proc.stdout + proc.stderr
+    assert cli.json("list", "-j") == []
+
+
+def test_the_python_api_refuses_values_json_has_not(tmp_path):
+    import eveadm
+
+    node = eveadm.Node(root=tmp_path)
+    for payload in ({1: 2}, {"brand": "null", "tags": {1: "x"}}, {"brand": "null", "env": {"A": ("t",)}},
+                    {"brand": "null", "tags": {"a": 10 ** 30}}, {"brand": "null", "tags": {"a": float("nan")}},
+                    {"brand": "null", "cmd": ("/bin/true",)}, {"brand": "null", "tags": {"a": b"bytes"}}):
+        with pytest.raises(eveadm.ValidationError):
+            node.create(payload)
+    dom = node.create({"brand": "null"})
+    with pytest.raises(eveadm.ValidationError):
+        node.update(dom["uuid"], {"set_tags": {"a": {1, 2}}})
+    assert [d["uuid"] for d in node.list()] == [dom["uuid"]]

@@ -117,8 +117,11 @@ def spawn(ctx, command: list[str], files: RunFiles, timeout: float = HANDSHAKE_T
     import select
     import subprocess
 
+    from ... import faults
+
     read_fd, write_fd = os.pipe()
     env = {"_OCI_SYNCPIPE": str(write_fd)}
+    faults.point("run:conmon")  # kill points as around every command BackendContext.run starts
     started = time.time()
     try:
         # cwd: conmon also drops an `oom` file in its working directory
@@ -156,6 +159,7 @@ def spawn(ctx, command: list[str], files: RunFiles, timeout: float = HANDSHAKE_T
         data = {}
     pid = data.get("data") if isinstance(data.get("data"), int) else -1
     _log(ctx, command, env, 0 if pid > 0 else (launcher_rc or 1), started)
+    faults.point("run:conmon:after")
     if pid > 0:
         return pid
     if timed_out:

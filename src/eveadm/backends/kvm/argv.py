@@ -24,13 +24,44 @@ def esc(value: object) -> str:
     return str(value).replace(",", ",,")
 
 
+SOCKETS = ("qmp", "events", "serial")  # the unix sockets QEMU listens on: they live in socket_dir
+
+
+def socket_base() -> Path:
+    """Where the per-domain socket directories live: short whatever the state root is, because a unix
+    socket path may have at most 107 bytes. $EVEADM_KVM_SOCKET_DIR, else /run/eveadm-qemu as root,
+    else $XDG_RUNTIME_DIR/eveadm-qemu, else /tmp/eveadm-qemu-<uid>."""
+    chosen = os.environ.get("EVEADM_KVM_SOCKET_DIR")
+    if chosen:
+        return Path(chosen)
+    if os.geteuid() == 0:
+        return Path("/run/eveadm-qemu")
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "eveadm-qemu"
+    return Path(f"/tmp/eveadm-qemu-{os.geteuid()}")
+
+
+def socket_dir(dom: Domain) -> Path:
+    """The domain's socket directory: named by a digest of its run directory, so it is the same for
+    every command (and for a command that finds QEMU through the pid file alone) and never shared by
+    two domains, of this state root or another."""
+    import hashlib
+
+    digest = hashlib.sha256(os.fsencode(os.path.abspath(dom.run_dir))).hexdigest()[:16]
+    return socket_base() / digest
+
+
 def paths(dom: Domain) -> dict[str, Path]:
-    """The files of a domain's QEMU: sockets and pid file under run_dir, logs and argv under data_dir."""
-    run, data = Path(dom.run_dir), Path(dom.data_dir)
+    """The files of a domain's QEMU: sockets in socket_dir (whose `owner` file names the run
+    directory), pid file and markers under run_dir, logs and argv under data_dir."""
+    run, data, socks = Path(dom.run_dir), Path(dom.data_dir), socket_dir(dom)
     return {
-        "qmp": run / "qmp.sock",
-        "events": run / "qmp-events.sock",
-        "serial": run / "serial.sock",
+        "sock_dir": socks,
+        "sock_owner": socks / "owner",
+        "qmp": socks / "qmp.sock",
+        "events": socks / "qmp-events.sock",
+        "serial": socks / "serial.sock",
         "pidfile": run / "qemu.pid",
         "ended": run / "ended",
         "console_lock": run / "console.lock",
@@ -117,6 +148,10 @@ def groups(ctx: BackendContext, dom: Domain) -> list[list[str]]:
     add(["-msg", "timestamp=on"])
     add(["-S"])
     add(["-no-shutdown"])
+    if has_isa_bus(cfg):
+        # a guest's kernel panic pauses QEMU in run state guest-panicked, which status reports
+        add(["-device", "pvpanic"])
+        add(["-action", "panic=pause"])
     add(["-pidfile", str(p["pidfile"])])
     add(["-D", str(p["qemu_log"])])
     add(["-chardev", f"socket,id=qmp,path={esc(p['qmp'])},server=on,wait=off"])
@@ -139,6 +174,12 @@ def groups(ctx: BackendContext, dom: Domain) -> list[list[str]]:
         add(["-device", f"vfio-pci,host={esc(dev['address'])},id=hostdev{i}"])
     out += vnc_args(ctx, cfg)
     return out
+
+
+def has_isa_bus(cfg: dict) -> bool:
+    """q35 and pc (and their versioned names pc-q35-*, pc-i440fx-*) have the ISA bus pvpanic sits on."""
+    machine = str(cfg.get("machine", "q35"))
+    return machine == "q35" or machine == "pc" or machine.startswith("pc-")
 
 
 def flat(argv_groups: list[list[str]]) -> list[str]:
