@@ -6,15 +6,18 @@
 # installed on the host):
 #   OUTDIR/vmlinuz            kernel of linux-image-<ver>-cloud-amd64 (LZ4: fast under TCG)
 #   OUTDIR/initramfs.cpio.gz  busybox-static initramfs, /init described below
-#   OUTDIR/guest.json         what was built (kernel package, recipe version)
+#   OUTDIR/guest.json         what was built (kernel package, recipe digest)
 #
 # OUTDIR defaults to $EVEADM_ARTIFACTS/guest ($EVEADM_ARTIFACTS defaults to
 # /var/cache/eveadm/artifacts). Cached: when OUTDIR already holds a complete
-# guest of this recipe version, the script prints its paths and does nothing.
+# guest built by this very script (guest.json's recipe is the script's digest),
+# the script prints its paths and does nothing; any edit to it rebuilds.
 #
 # The guest's /init (ttyS0 is the console; pass console=ttyS0 on the cmdline):
 #   - loads evdev.ko + button.ko and starts busybox acpid so that the ACPI power
 #     button (QMP system_powerdown) powers the guest off (`poweroff -f`);
+#   - loads pvpanic.ko + pvpanic-mmio.ko (QEMU's ISA pvpanic device, ACPI QEMU0001) so that
+#     a kernel panic is reported to QEMU (run state guest-panicked);
 #   - prints `EVEADM-GUEST-READY uptime=<s>` once it can handle the power button;
 #   - runs a shell on the console, respawned forever.
 # Kernel command-line flags understood by /init:
@@ -24,17 +27,20 @@
 #                              16 bytes>` then write `WRITTEN-BY-GUEST` there; then `EVEADM-DISKS-DONE`
 #   eveadm.cidata              mount the NoCloud cdrom (virtio-scsi) and print
 #                              `EVEADM-CIDATA <volume label> <first line of user-data>`
+#   eveadm.panic               print `EVEADM-GUEST-PANIC` after the ready line, then panic the
+#                              kernel (`echo c > /proc/sysrq-trigger`)
 #
 # Host tools: apt-get, apt-cache, dpkg-deb, tar, gzip (busybox provides cpio).
 set -eu
 
-RECIPE=7   # bump when the guest's contents change: cached guests are rebuilt
+# The recipe is this script's own digest: any change to it rebuilds a cached guest.
+RECIPE=$(sha256sum "$0" | cut -c1-16)
 ART=${EVEADM_ARTIFACTS:-/var/cache/eveadm/artifacts}
 OUT=${1:-$ART/guest}
 
 complete() {
     [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initramfs.cpio.gz" ] && [ -s "$OUT/guest.json" ] &&
-        grep -q "\"recipe\": $RECIPE[,}]" "$OUT/guest.json"
+        grep -q "\"recipe\": \"$RECIPE\"" "$OUT/guest.json"
 }
 
 mkdir -p "$OUT"
@@ -74,7 +80,7 @@ for m in drivers/input/evdev drivers/acpi/button \
          drivers/virtio/virtio drivers/virtio/virtio_ring drivers/virtio/virtio_pci_legacy_dev \
          drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci drivers/block/virtio_blk \
          drivers/scsi/scsi_common drivers/scsi/scsi_mod drivers/cdrom/cdrom drivers/scsi/sr_mod \
-         drivers/scsi/virtio_scsi fs/isofs/isofs; do
+         drivers/scsi/virtio_scsi fs/isofs/isofs drivers/misc/pvpanic/pvpanic drivers/misc/pvpanic/pvpanic-mmio; do
     cp "$MODS/$m.ko" "$R/lib/modules/"
 done
 
@@ -101,6 +107,7 @@ CMDLINE=" $(cat /proc/cmdline) "
 has() { case "$CMDLINE" in *" $1 "*) return 0 ;; esac; return 1; }
 mods() { for m in "$@"; do insmod /lib/modules/$m.ko 2>/dev/null; done; }
 
+mods pvpanic pvpanic-mmio
 if has eveadm.ignore_powerbutton; then
     echo "EVEADM-GUEST-IGNORING-POWERBUTTON"
 else
@@ -144,6 +151,10 @@ if has eveadm.cidata; then
         echo "EVEADM-CIDATA-MISSING"
     fi
 fi
+if has eveadm.panic; then
+    echo "EVEADM-GUEST-PANIC"
+    echo c > /proc/sysrq-trigger
+fi
 if has eveadm.poweroff; then
     echo "EVEADM-GUEST-POWEROFF"
     poweroff -f
@@ -159,6 +170,6 @@ cp "kx/boot/vmlinuz-$KVER" vmlinuz
 rm -f "$OUT/guest.json"
 mv vmlinuz "$OUT/vmlinuz.tmp" && mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
 mv initramfs.cpio.gz "$OUT/initramfs.cpio.gz.tmp" && mv "$OUT/initramfs.cpio.gz.tmp" "$OUT/initramfs.cpio.gz"
-printf '{"kernel_package": "%s", "kernel_version": "%s", "recipe": %s}\n' "$KPKG" "$KVER" "$RECIPE" > "$OUT/guest.json.tmp"
+printf '{"kernel_package": "%s", "kernel_version": "%s", "recipe": "%s"}\n' "$KPKG" "$KVER" "$RECIPE" > "$OUT/guest.json.tmp"
 mv "$OUT/guest.json.tmp" "$OUT/guest.json"
 echo "guest: $OUT (kernel $KPKG, initramfs $(stat -c %s "$OUT/initramfs.cpio.gz") bytes)"

@@ -624,6 +624,7 @@ def _run(args) -> int:
 
     if args.command != "agent":  # the agent handles its own signals (it ends between two steps)
         interrupts.install()
+    os.umask(0o077)  # whatever eveadm (or a tool it runs) writes is its owner's alone
     node = Node(root=args.root)
     node.on_progress(say)
     try:

@@ -15,7 +15,7 @@ import os
 import signal as _signal
 import time
 
-from . import faults, interrupts, schema
+from . import faults, interrupts, privatedir, schema
 from .backends import CONTAINER, brands
 from .backends import facts as brand_facts
 from .backends import load as load_backend
@@ -237,8 +237,8 @@ class Engine:
         rec.runtime.pop("pending_restart", None)  # this boot uses the current config
         try:
             backend.check_available()
-            dom.data_dir.mkdir(parents=True, exist_ok=True)
-            dom.run_dir.mkdir(parents=True, exist_ok=True)
+            privatedir.ensure(str(dom.data_dir))
+            privatedir.ensure(str(dom.run_dir))
             backend.prepare(dom)
         except (EveadmError, OSError) as exc:
             if isinstance(exc, OSError):  # a file the backend had to write: name it, in one line

@@ -18,7 +18,7 @@ import sys
 import time
 from contextlib import contextmanager
 
-from . import faults
+from . import faults, privatedir
 from .errors import EveadmError, LockHeld, NotFound
 
 SCHEMA_VERSION = 2
@@ -147,12 +147,12 @@ class Store:
         return self._db
 
     def _open(self) -> sqlite3.Connection:
-        fresh = not os.path.exists(self.db_path)
-        if fresh:
-            try:
-                os.makedirs(self.root, exist_ok=True)
-            except OSError as exc:
-                raise EveadmError(f"cannot create state root {self.root}: {exc.strerror}") from None
+        privatedir.ensure(self.root, check_ancestors=True)
+        try:
+            # made here, owner-only and never through a symlink; SQLite gives its -wal and -shm the same mode
+            os.close(privatedir.open_private(self.db_path, os.O_RDWR | os.O_CREAT))
+        except OSError as exc:
+            raise EveadmError(f"cannot open state database {self.db_path}: {exc.strerror}") from None
         try:
             db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
             db.execute("PRAGMA busy_timeout=30000")
@@ -304,10 +304,10 @@ class Store:
     def lock(self, uuid: str, timeout: float, what: str = ""):
         """Hold the domain's lock; wait up to `timeout` s, then raise LockHeld naming the holder."""
         path = self.lock_path(uuid)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        privatedir.ensure(os.path.dirname(path))
         deadline = time.monotonic() + timeout
         delay = 0.01
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = privatedir.open_private(path, os.O_RDWR | os.O_CREAT)
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -326,7 +326,7 @@ class Store:
             if same:
                 break
             os.close(fd)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = privatedir.open_private(path, os.O_RDWR | os.O_CREAT)
         try:
             holder = {"pid": os.getpid(), "command": what or " ".join(["eveadm", *sys.argv[1:]]), "since": time.time()}
             os.ftruncate(fd, 0)
@@ -337,7 +337,7 @@ class Store:
 
     def is_locked(self, uuid: str) -> bool:
         try:
-            fd = os.open(self.lock_path(uuid), os.O_RDWR)
+            fd = privatedir.open_private(self.lock_path(uuid), os.O_RDWR)
         except FileNotFoundError:
             return False
         try:
@@ -351,7 +351,7 @@ class Store:
     @staticmethod
     def _holder(path: str) -> str:
         try:
-            with open(path) as fh:
+            with os.fdopen(privatedir.open_private(path, os.O_RDONLY), encoding="utf-8") as fh:
                 h = json.loads(fh.read() or "{}")
             return f"held by pid {h['pid']} ({h['command']}) since {iso(h['since'])}"
         except (OSError, ValueError, KeyError):

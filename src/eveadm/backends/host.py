@@ -9,7 +9,7 @@ import json
 import os
 import time
 
-from .. import faults
+from .. import faults, privatedir
 from ..errors import BackendError, BackendUnavailable
 
 TYPE_CHECKING = False  # typing costs start-up; annotations below are never evaluated
@@ -54,7 +54,8 @@ class BackendContext:
             return env
         if self._settings is None:
             try:
-                with open(os.path.join(self.root_dir, "config.json"), encoding="utf-8") as fh:
+                fd = privatedir.open_private(os.path.join(self.root_dir, "config.json"), os.O_RDONLY)
+                with os.fdopen(fd, encoding="utf-8") as fh:
                     self._settings = json.load(fh)
             except FileNotFoundError:
                 self._settings = {}
@@ -65,7 +66,7 @@ class BackendContext:
     def cache_dir(self, name: str) -> Path:
         """A per-host cache (probe results, unpacked images) that survives domains."""
         path = self.root / "cache" / name
-        path.mkdir(parents=True, exist_ok=True)
+        privatedir.ensure(str(path))
         return path
 
     # -- external commands ------------------------------------------------
@@ -131,11 +132,11 @@ class BackendContext:
         if env:
             entry["env"] = {k: str(v) for k, v in env.items()}
         try:
-            self.command_log.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.command_log, "a") as fh:
+            path = os.path.join(privatedir.ensure(os.path.join(self.root_dir, "log")), "commands.jsonl")
+            with os.fdopen(privatedir.open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a") as fh:
                 fh.write(json.dumps(entry) + "\n")
         except OSError:
-            pass  # the audit log must never break an operation
+            pass  # the audit log must never break an operation (a refused directory is seen elsewhere)
 
 
 def last_output_line(proc) -> str:

@@ -1,7 +1,7 @@
 """brand rkt: rkt with the stage1-xen flavour, exactly as domainmgr.go called it.
 
     create   env STAGE1_XL_OPTS=-p STAGE1_SEED_XL_CFG=CFG
-             rkt --dir=D --insecure-options=image run HASH --stage1-path=S --uuid-file-save=F [--set-env=K=V ...]
+             rkt --dir=D --insecure-options=image run HASH --stage1-path=S --uuid-file-save=F [--set-env-file=E]
              (pod uuid read from F), then xl domid NAME
     activate xenstore write KEY 0 (x10 per VIF, on the pod's Xen domain), xl unpause NAME
     status   rkt --dir=D status POD --format=json
@@ -29,6 +29,7 @@ or is gone.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
 from typing import Iterable
@@ -64,8 +65,14 @@ class RktBackend(XenBackend):
     def run_argv(self, dom: Domain) -> list[str]:
         argv = [self.rkt, f"--dir={self.rkt_dir}", "--insecure-options=image", "run", dom.config["image"],
                 f"--stage1-path={self.stage1}", f"--uuid-file-save={self.uuid_file(dom)}"]
-        argv += [f"--set-env={k}={v}" for k, v in (dom.config.get("env") or {}).items()]
+        if dom.config.get("env"):
+            # EVE passed --set-env=K=V; values can be secrets, and an argv is readable by every local user
+            # (and kept in the command log): they go in an owner-only file instead
+            argv.append(f"--set-env-file={self.env_file(dom)}")
         return argv
+
+    def env_file(self, dom: Domain) -> Path:
+        return Path(dom.data_dir) / "rkt.env"
 
     def run_env(self, dom: Domain) -> dict:
         return {"STAGE1_XL_OPTS": "-p", "STAGE1_SEED_XL_CFG": str(self.cfg_path(dom))}
@@ -116,6 +123,14 @@ class RktBackend(XenBackend):
         self.rkt_dir.mkdir(parents=True, exist_ok=True)
         Path(dom.run_dir).mkdir(parents=True, exist_ok=True)
         super().prepare(dom)
+        env = dom.config.get("env") or {}
+        if env:
+            path = self.env_file(dom)
+            tmp = path.with_name(path.name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write("".join(f"{k}={v}\n" for k, v in env.items()))
+            os.replace(tmp, path)
 
     def create_paused(self, dom: Domain) -> Status:
         failed_earlier = self._remove_exited_pod(dom)  # a previous try's pod (the engine retries create)
@@ -264,6 +279,9 @@ class RktBackend(XenBackend):
             uf.unlink()
             removed.append(str(uf))
         removed += super().release(dom, delete=delete)
+        if delete and self.env_file(dom).exists():
+            self.env_file(dom).unlink()
+            removed.append(str(self.env_file(dom)))
         if pod_error:
             raise BackendError(pod_error)
         return removed

@@ -1,9 +1,9 @@
 """Fixtures for the kvm brand's integration tests: real QEMU (TCG here) booting the
 small guest built by scripts/build-guest.sh.
 
-Every test gets its own short state root under /tmp (unix socket paths are limited
-to 107 bytes, pytest's tmp_path is too long) and every QEMU whose command line
-mentions that root is killed at teardown, whatever the test did.
+Every test gets its own state root under /tmp and every QEMU whose command line
+mentions that root is killed at teardown, whatever the test did, and the socket
+directories made for its domains are removed.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmtest import REPO, artifacts_dir, config, qemus_under
+from kvmtest import REPO, artifacts_dir, config, qemus_under, remove_socket_dirs_of
 from eveadm.backends.base import Domain
 from eveadm.backends.host import BackendContext, pid_alive, wait_until
 
@@ -49,6 +49,7 @@ def root():
                 pass
         for pid in qemus_under(path):
             wait_until(lambda: not pid_alive(pid), 5)
+        remove_socket_dirs_of(path)
         shutil.rmtree(path, ignore_errors=True)
 
 

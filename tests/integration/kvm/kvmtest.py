@@ -39,6 +39,30 @@ def qemus_under(path: Path) -> list[int]:
     return pids
 
 
+def socket_dirs_of(root: Path) -> list[Path]:
+    """The QEMU socket directories made for domains under state root `root` (their `owner` names
+    a run directory inside it)."""
+    from eveadm.backends.kvm.argv import socket_base
+
+    base = socket_base()
+    found = []
+    for d in sorted(base.iterdir()) if base.is_dir() else []:
+        try:
+            owner = (d / "owner").read_text().strip()
+        except OSError:
+            continue
+        if owner.startswith(str(root) + os.sep):
+            found.append(d)
+    return found
+
+
+def remove_socket_dirs_of(root: Path) -> None:
+    import shutil
+
+    for d in socket_dirs_of(root):
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def config(guest: Path, **over) -> dict:
     """A kvm config as schema.py hands it to the backend (defaults applied by schema.normalize)."""
     from eveadm import schema

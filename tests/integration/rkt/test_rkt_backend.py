@@ -44,7 +44,10 @@ def test_create_paused_is_the_seed_command_line(rktsim):
     assert cmds[0]["argv"] == [
         "rkt", f"--dir={d}", "--insecure-options=image", "run", HASH,
         "--stage1-path=" + str(rktsim.stage1), f"--uuid-file-save={dom.run_dir / 'rkt-pod-uuid'}",
-        "--set-env=A=1", "--set-env=B=two words"]
+        f"--set-env-file={dom.data_dir / 'rkt.env'}"]
+    env_file = dom.data_dir / "rkt.env"      # env values stay out of argv and the command log
+    assert env_file.read_text() == "A=1\nB=two words\n" and env_file.stat().st_mode & 0o077 == 0
+    assert "two words" not in (rktsim.root / "log" / "commands.jsonl").read_text()
     assert cmds[0]["env"] == {"STAGE1_XL_OPTS": "-p", "STAGE1_SEED_XL_CFG": str(cfg)}
     assert cmds[1]["argv"] == ["xl", "domid", f"web.{dom.uuid[:8]}"]
     assert cmds[2]["argv"] == ["xl", "list"]  # the verification behind the returned Status
@@ -219,7 +222,7 @@ def test_render_shows_command_and_environment(rktsim):
     assert first == (f"STAGE1_XL_OPTS=-p STAGE1_SEED_XL_CFG={dom.data_dir / 'xl.cfg'} rkt "
                      f"--dir={rktsim.root / 'rkt'} --insecure-options=image run {HASH} "
                      f"--stage1-path={rktsim.stage1} --uuid-file-save={dom.run_dir / 'rkt-pod-uuid'} "
-                     "'--set-env=K=v w'")
+                     f"--set-env-file={dom.data_dir / 'rkt.env'}")
     assert f'name = "{dom.uuid}"' in text and 'type = "pvh"' in text
     assert not (dom.data_dir / "xl.cfg").exists()  # render has no side effects
 

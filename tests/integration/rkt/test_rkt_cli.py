@@ -21,7 +21,8 @@ def test_cli_lifecycle_issues_the_seed_commands(rktsim, cli):
     runs = [c for c in rktsim.commands() if c["argv"][:1] == ["rkt"]]
     assert runs[0]["argv"] == ["rkt", f"--dir={d}", "--insecure-options=image", "run", HASH,
                                f"--stage1-path={rktsim.stage1}",
-                               f"--uuid-file-save={rktsim.root / 'run' / u / 'rkt-pod-uuid'}", "--set-env=MODE=test"]
+                               f"--uuid-file-save={rktsim.root / 'run' / u / 'rkt-pod-uuid'}",
+                               f"--set-env-file={rktsim.root / 'domains' / u / 'rkt.env'}"]
     assert runs[0]["env"] == {"STAGE1_XL_OPTS": "-p",
                               "STAGE1_SEED_XL_CFG": str(rktsim.root / "domains" / u / "xl.cfg")}
     assert rktsim.xen()["domains"][name]["state"] == "paused"
@@ -67,7 +68,7 @@ def test_cli_render_prints_command_and_env(rktsim, cli, tmp_path):
     out = cli.ok("validate", "create", "-f", str(f), "--render").stdout
     first = out.splitlines()[0]
     assert first.startswith("STAGE1_XL_OPTS=-p STAGE1_SEED_XL_CFG=")
-    assert f" run {HASH} --stage1-path={rktsim.stage1} " in first and first.endswith("--set-env=MODE=test")
+    assert f" run {HASH} --stage1-path={rktsim.stage1} " in first and first.endswith("/rkt.env")
     assert 'name = "pod1.4a144db0"' in out
 
 

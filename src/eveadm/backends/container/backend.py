@@ -54,16 +54,16 @@ import sys
 import time
 from pathlib import Path
 
-from ...errors import BackendError, BackendUnavailable, NotSupported
+from ...errors import BackendError, BackendUnavailable, NotSupported, PermanentError
 
 TYPE_CHECKING = False  # typing costs create's start-up; annotations are never evaluated
 if TYPE_CHECKING:
     from collections.abc import Iterable
 from ..base import (
-    ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN, Backend, Domain, Status,
+    ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN, Backend, Domain, Orphan, Status,
 )
 from ..host import BackendContext, pid_alive, wait_until, which
-from . import image, monitor, spec
+from . import image, monitor, parts, spec
 
 INSTALL_HINT = "brand container needs runc or crun: apt-get install runc"
 RUNTIMES = ("runc", "crun")
@@ -79,6 +79,34 @@ def _rmtree(path, ignore_errors: bool = False) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=ignore_errors)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically, owner-only (0600: config.json holds the payload's env)."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # a file left by an older eveadm keeps its mode through O_CREAT
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _private_dir(path: Path) -> None:
+    """mkdir -p, and the directory itself owner-only (0700)."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def program_missing(message: str) -> bool:
+    """Does a runtime's create/start error say the program cannot be found or run? (runc: `exec:
+    "/x": stat /x: no such file or directory`, `exec: "x": executable file not found in $PATH`;
+    crun: "executable file `/x` not found in $PATH: No such file or directory")"""
+    text = message.lower()
+    if "executable file" in text and "not found" in text:
+        return True
+    return 'exec: "' in text and ("no such file or directory" in text or "permission denied" in text)
 
 
 def _overlay_escape(path) -> str:
@@ -102,6 +130,13 @@ def runtime_message(proc) -> str:
         if text:
             return text
     return ""
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _signame(sig: int | None) -> str:
@@ -179,6 +214,7 @@ class ContainerBackend(Backend):
     def _probe(self, name: str, path: str, wrap: bool) -> str | None:
         """Run the host's `true` in a throw-away container; None when that works, else why not (one line)."""
         cache = self.ctx.cache_dir("container")
+        os.chmod(cache, 0o700)
         verdicts_file = cache / "runtime.json"
         label = f"{name}{'+unshare' if wrap else ''}"
         key = self._probe_key(path)
@@ -196,7 +232,7 @@ class ContainerBackend(Backend):
         spec.make_probe_rootfs(str(rootfs))
         bundle = probe_dir / f"bundle-{os.getpid()}"
         bundle.mkdir(parents=True, exist_ok=True)
-        (bundle / "config.json").write_text(json.dumps(spec.probe_spec(str(rootfs), true_bin)))
+        _write_private(bundle / "config.json", json.dumps(spec.probe_spec(str(rootfs), true_bin)))
         rt = Runtime(name, path, str(probe_dir / f"state-{name}"), wrap)
         cid = f"eveadm-probe-{os.getpid()}"
         error = None
@@ -211,9 +247,7 @@ class ContainerBackend(Backend):
             self.ctx.run(rt.argv("delete", "--force", cid), check=False, timeout=PROBE_TIMEOUT)
             _rmtree(bundle, ignore_errors=True)
         verdicts[label] = {"key": key, "error": error, "time": time.time()}
-        tmp = verdicts_file.with_name(f"runtime.json.{os.getpid()}")
-        tmp.write_text(json.dumps(verdicts, indent=1))
-        os.replace(tmp, verdicts_file)
+        _write_private(verdicts_file, json.dumps(verdicts, indent=1))
         return error
 
     def runtime(self) -> Runtime:
@@ -319,8 +353,8 @@ class ContainerBackend(Backend):
         try:
             tag, digest = image.resolve_manifest(path, tag)
             cfg = image.image_config(path, digest)
-        except image.ImageError as exc:
-            raise BackendError(str(exc)) from None
+        except image.ImageError as exc:  # no retry reads an unreadable image
+            raise PermanentError(str(exc)) from None
         cached = self.ctx.cache_dir("container") / "oci" / digest.replace(":", "_")
         if (cached / "rootfs").is_dir():
             return str(cached / "rootfs"), cfg
@@ -365,30 +399,35 @@ class ContainerBackend(Backend):
         p = self._paths(dom)
         lower, cfg = self._image(dom, unpack=True)
         if not lower or not os.path.isdir(lower):
-            raise BackendError(f"image root filesystem {lower} is not a directory")
-        for d in (p["upper"], p["work"], p["rootfs"], dom.run_dir):
+            raise PermanentError(f"image root filesystem {lower} is not a directory")
+        # owner-only: config.json holds the env; the domain's dirs hold its data and its log.
+        # `upper` keeps the default mode: overlayfs gives the container's / the mode of upper
+        for d in (dom.data_dir, dom.run_dir, p["bundle"], p["work"]):
+            _private_dir(d)
+        for d in (p["upper"], p["rootfs"]):
             d.mkdir(parents=True, exist_ok=True)
         for disk in self._disks(dom):
-            if disk.get("source"):
+            if disk.get("source"):  # the volume itself keeps the default mode: the program sees it
+                _private_dir(p["volumes"])
                 Path(disk["source"]).mkdir(parents=True, exist_ok=True)
             elif disk.get("size") and disk.get("path") and not os.path.exists(disk["path"]):
                 Path(disk["path"]).mkdir(parents=True)
                 dom.backend.setdefault("created_dirs", []).append(disk["path"])
-        text = json.dumps(self._spec(dom, lower, cfg), indent=2) + "\n"
-        tmp = p["config"].with_name("config.json.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, p["config"])
+        _write_private(p["config"], json.dumps(self._spec(dom, lower, cfg), indent=2) + "\n")
         dom.backend.update(bundle=str(p["bundle"]), config=str(p["config"]), rootfs=str(p["rootfs"]),
                            lower=lower, log=str(p["log"]))
 
     def create_paused(self, dom: Domain) -> Status:
+        """Mount the root filesystem, then conmon runs `<rt> create`. Every part it makes is where
+        destroy, release and doctor look without a record (see parts.py): an eveadm killed at any
+        point here (before the engine saves dom.backend) leaves nothing they cannot find."""
         rt = self.runtime()
         conmon = monitor.conmon_path()
         p = self._paths(dom)
         files = self._files(dom)
-        dom.run_dir.mkdir(parents=True, exist_ok=True)
-        if os.path.isdir(os.path.join(rt.root, dom.uuid)):  # left over from a crash: start clean
-            self.ctx.run(rt.argv("delete", "--force", dom.uuid), check=False)
+        _private_dir(dom.run_dir)
+        for other in self._runtimes_holding(dom.uuid):  # left over from a crash: start clean
+            self.ctx.run(other.argv("delete", "--force", dom.uuid), check=False)
         for path in files.leftovers():
             try:
                 path.unlink()
@@ -396,9 +435,12 @@ class ContainerBackend(Backend):
                 pass
         for key in ("pid", "conmon_pid", "signals_sent", "released", "last_exit", "create_error"):
             dom.backend.pop(key, None)
-        # before anything runs: a command killed from here on leaves a domain that status() finds
+        # the intent, before anything runs (saved by the engine even when this fails)
         dom.backend.update(runtime=rt.name, runtime_path=rt.path, runtime_root=rt.root,
-                           runtime_wrap=rt.wrap, container_id=dom.uuid)
+                           runtime_wrap=rt.wrap, container_id=dom.uuid, monitor_pidfile=str(files.conmon_pid))
+        # conmon appends to the log (0640 when it creates it): create it owner-only first
+        os.close(os.open(files.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600))
+        os.chmod(files.log, 0o600)
         if not os.path.ismount(p["rootfs"]):
             lower = dom.backend.get("lower") or self._image(dom, unpack=True)[0]
             esc = _overlay_escape
@@ -412,7 +454,14 @@ class ContainerBackend(Backend):
             pid = monitor.spawn(self.ctx, command, files)
         except BackendError as exc:
             dom.backend["create_error"] = str(exc)
-            raise BackendError(f"{rt.name} create {dom.uuid} failed: {exc}") from None
+            # a program the image does not have stays missing however often create is retried
+            error = PermanentError if program_missing(str(exc)) else BackendError
+            raise error(f"{rt.name} create {dom.uuid} failed: {exc}") from None
+        for path in (files.conmon_pid, files.container_pid):  # written by conmon / the runtime
+            try:
+                os.chmod(path, 0o600)
+            except FileNotFoundError:
+                pass
         dom.backend["pid"] = pid
         dom.backend["conmon_pid"] = monitor.conmon_alive(files, dom.uuid)
         return self._verified(dom, rt, PAUSED, "created")
@@ -423,7 +472,8 @@ class ContainerBackend(Backend):
         if proc.returncode != 0:
             state = self._state(rt, dom.uuid)
             if not (state and state.get("status") == "paused"):  # frozen (`<rt> pause`): resume
-                raise BackendError(oci_error(rt, "start", proc))
+                message = oci_error(rt, "start", proc)
+                raise (PermanentError if program_missing(message) else BackendError)(message)
             self.ctx.run(rt.argv("resume", dom.uuid))
         return self._verified(dom, rt, RUNNING, "running")
 
@@ -456,7 +506,8 @@ class ContainerBackend(Backend):
     def _note_signal(self, dom: Domain, sig: int) -> None:
         """Remember a signal eveadm sends, so a death by it reads as a stop, not a crash. Only while
         the program lives: a destroy after an outside kill must not excuse that kill."""
-        if self._files(dom).exit.exists() or not pid_alive(dom.backend.get("pid")):
+        files = self._files(dom)
+        if files.exit.exists() or not pid_alive(dom.backend.get("pid") or _read_pid(files.container_pid)):
             return
         sent = dom.backend.setdefault("signals_sent", [])
         if int(sig) not in sent:
@@ -465,20 +516,30 @@ class ContainerBackend(Backend):
     def destroy(self, dom: Domain, timeout: float = 10) -> None:
         """SIGKILL (`<rt> kill KILL`), then `<rt> delete --force`: processes and runtime state gone.
         Between the two, wait (pidfd, within `timeout`) for conmon to have reaped the init: runc's
-        delete --force of a live container polls for its death in 100 ms steps."""
-        rt = self._runtime_of(dom)
-        if rt is None or not os.path.isdir(os.path.join(rt.root, dom.uuid)):
-            return
+        delete --force of a live container polls for its death in 100 ms steps.
+
+        A create still under way (its eveadm was killed while the runtime created) is let finish
+        first, within `timeout`, so that it is deleted whole rather than cut in half; without a
+        runtime container, a monitor left alive and any process left in the domain's cgroups go."""
         deadline = time.monotonic() + max(timeout, 1)
-        self._note_signal(dom, _signal.SIGKILL)
         files = self._files(dom)
+        if monitor.conmon_alive(files, dom.uuid) and not files.container_pid.exists():
+            wait_until(lambda: files.container_pid.exists() or not monitor.conmon_alive(files, dom.uuid),
+                       max(0.0, deadline - time.monotonic()))
+        rt = self._runtime_of(dom)
+        if rt is None or not self._holds(rt, dom.uuid):
+            if monitor.conmon_alive(files, dom.uuid):
+                monitor.kill_monitor(files)
+            parts.kill_cgroup_members(dom.uuid)
+            return
+        self._note_signal(dom, _signal.SIGKILL)
         conmon = monitor.conmon_alive(files, dom.uuid)
         if conmon and not files.exit.exists():
             self.ctx.run(rt.argv("kill", dom.uuid, "KILL"), check=False, timeout=max(timeout, 1))
             monitor.wait_exit(conmon, deadline - time.monotonic())
         proc = self.ctx.run(rt.argv("delete", "--force", dom.uuid), check=False,
                             timeout=max(1.0, deadline - time.monotonic()))
-        if proc.returncode != 0 and os.path.isdir(os.path.join(rt.root, dom.uuid)):
+        if proc.returncode != 0 and self._holds(rt, dom.uuid):
             raise BackendError(oci_error(rt, "delete", proc))
 
     def wait_gone(self, dom: Domain, timeout: float) -> bool:
@@ -500,17 +561,32 @@ class ContainerBackend(Backend):
             raise BackendError(f"container {dom.uuid} was never created")
         return rt
 
-    def _runtime_of(self, dom: Domain) -> Runtime | None:
-        """The runtime of the domain's container: as recorded, else found by its state directory
-        (a create interrupted before eveadm could save what it had noted)."""
-        rt = Runtime.of(dom.backend)
-        if rt is not None or dom.backend.get("released"):
-            return rt
+    @staticmethod
+    def _holds(rt: Runtime, cid: str) -> bool:
+        """Does the runtime have container `cid` (its state directory under its --root)?"""
+        return os.path.isdir(os.path.join(rt.root, cid))
+
+    def _runtimes_holding(self, cid: str) -> list[Runtime]:
+        """Every runtime with a container `cid` under eveadm's runtime roots. Only create needs the
+        hybrid-cgroup wrapper (Runtime.wrap), so these serve every other subcommand."""
+        out = []
         for name in RUNTIMES:
             root = self._state_root(name)
-            if os.path.isdir(os.path.join(root, dom.uuid)) and which(name):
-                return Runtime(name, which(name), root, False)
-        return None
+            if os.path.isdir(os.path.join(root, cid)):
+                path = which(name)
+                if path:
+                    out.append(Runtime(name, path, root, False))
+        return out
+
+    def _runtime_of(self, dom: Domain) -> Runtime | None:
+        """The runtime holding the domain's container: the recorded one, else whichever runtime
+        root holds its id (a create killed before eveadm saved its notes, or a runtime changed
+        since); with no container anywhere, the recorded one (None: never created)."""
+        recorded = Runtime.of(dom.backend)
+        if recorded is not None and self._holds(recorded, dom.uuid):
+            return recorded
+        found = self._runtimes_holding(dom.uuid)
+        return found[0] if found else recorded
 
     def _list(self, rt: Runtime, members: list[Domain]) -> dict[str, dict]:
         """{id: state} of the runtime's containers: one `list`; per-domain `state` only when list fails
@@ -546,11 +622,11 @@ class ContainerBackend(Backend):
         out: dict[str, Status] = {}
         groups: dict[Runtime, list[Domain]] = {}
         for dom in doms:
-            rt = None if dom.backend.get("released") else self._runtime_of(dom)
-            if rt is None:
-                out[dom.uuid] = self._absent(dom)
-            else:
+            rt = self._runtime_of(dom)
+            if rt is not None and self._holds(rt, dom.uuid):
                 groups.setdefault(rt, []).append(dom)
+            else:  # no container: ended and released, never created, or a create under way
+                out[dom.uuid] = self._status_one(dom, rt, None)
         for rt, members in groups.items():
             listed = self._list(rt, members)
             for dom in members:
@@ -562,11 +638,11 @@ class ContainerBackend(Backend):
         return Status(ABSENT, exit_status=last.get("exit_status"),
                       detail={k: v for k, v in last.items() if k != "exit_status"})
 
-    def _status_one(self, dom: Domain, rt: Runtime, entry: dict | None) -> Status:
+    def _status_one(self, dom: Domain, rt: Runtime | None, entry: dict | None) -> Status:
         files = self._files(dom)
         record = monitor.read_exit(files)
         state = (entry or {}).get("status")
-        detail = {"runtime": rt.name, "oci_status": state}
+        detail = {"runtime": rt.name if rt else None, "oci_status": state}
         if record is not None:
             return self._from_record(dom, record, detail)
         pid = (entry or {}).get("pid") or dom.backend.get("pid")
@@ -575,13 +651,13 @@ class ContainerBackend(Backend):
         if monitor.conmon_alive(files, dom.uuid):
             # the program has just ended (or create is under way) and conmon has not written the
             # exit status yet: it is not gone until conmon says how it ended (wait_gone waits for that)
-            detail["monitor"] = "recording the exit"
+            detail["monitor"] = "recording the exit" if entry else "creating"
             return Status(PAUSED if state in (None, "created") else RUNNING, domain_id=pid, pid=pid,
                           detail=detail)
         if entry is None:
             if dom.backend.get("create_error"):
                 return Status(ABSENT, error=dom.backend["create_error"], detail=detail)
-            return Status(ABSENT, detail=detail)
+            return self._absent(dom)
         return Status(CRASHED, detail=detail,
                       error=f"container {dom.alias or dom.uuid}: its process ended and conmon, its monitor, "
                             "is gone without recording how")
@@ -610,8 +686,8 @@ class ContainerBackend(Backend):
         files = self._files(dom)
         removed: list[str] = []
         rt = self._runtime_of(dom)
-        if rt and os.path.isdir(os.path.join(rt.root, dom.uuid)):
-            self.ctx.run(rt.argv("delete", "--force", dom.uuid), check=False)
+        for holder in self._runtimes_holding(dom.uuid):
+            self.ctx.run(holder.argv("delete", "--force", dom.uuid), check=False)
         conmon = monitor.conmon_alive(files, dom.uuid)
         if conmon and not monitor.wait_exit(conmon, ENDING_WAIT):  # its container is gone: it ends now
             monitor.kill_monitor(files)
@@ -621,9 +697,15 @@ class ContainerBackend(Backend):
                 st = self._from_record(dom, record, {"runtime": rt.name})
                 dom.backend["last_exit"] = dict(st.detail, exit_status=st.exit_status)
         if os.path.ismount(p["rootfs"]):
-            proc = self.ctx.run(["umount", str(p["rootfs"])], check=False)
-            if proc.returncode != 0:
-                self.ctx.run(["umount", "--lazy", str(p["rootfs"])])
+            self._unmount(str(p["rootfs"]))
+        # the runtime removes them with its container; a create cut in half can leave them
+        cgroups = parts.cgroup_dirs(dom.uuid)
+        if cgroups:
+            parts.kill_cgroup_members(dom.uuid)
+            wait_until(lambda: not parts.cgroup_pids(cgroups), ENDING_WAIT)
+            left = parts.remove_cgroups(cgroups)
+            if left:
+                raise BackendError(f"container {dom.uuid}: cannot remove its cgroups {', '.join(left)}")
         for path in files.leftovers() + [p["console_lock"]]:
             if path.exists() or path.is_socket():
                 path.unlink()
@@ -648,6 +730,66 @@ class ContainerBackend(Backend):
                 except OSError:
                     pass
         return removed
+
+    def _unmount(self, target: str) -> None:
+        proc = self.ctx.run(["umount", target], check=False)
+        if proc.returncode != 0:
+            self.ctx.run(["umount", "--lazy", target])
+
+    # ------------------------------------------------------------------
+    # doctor
+    # ------------------------------------------------------------------
+    def orphans(self, known: set[str]) -> list[Orphan]:
+        """What eveadm made under this state root for domains not in `known`, in the order they
+        are best removed: runtime containers (under each runtime's --root here), conmon monitors
+        (--persist-dir under this run root), overlay mounts (on <root>/domains/<uuid>/bundle/rootfs),
+        then empty /eveadm/<uuid> cgroups. Other state roots share the /eveadm cgroup parent: a
+        cgroup is ours only when this root holds some other trace of its UUID."""
+        found: list[Orphan] = []
+        traces: set[str] = set()
+        for name in RUNTIMES:
+            root = self._state_root(name)
+            for cid in parts.listdir(root):
+                if parts.is_uuid(cid) and cid not in known:
+                    found.append(Orphan("container", f"{name}:{cid}", cid, f"{name} container under {root}"))
+                    traces.add(cid)
+        run_root = str(self.ctx.run_root)
+        for pid, uuid in sorted(parts.monitors_under(run_root).items()):
+            if uuid not in known:
+                found.append(Orphan("process", str(pid), uuid, f"conmon of container {uuid}"))
+                traces.add(uuid)
+        for uuid, target in sorted(parts.overlay_mounts_under(str(self.ctx.root / "domains")).items()):
+            if uuid not in known:
+                found.append(Orphan("mount", target, uuid, "overlay root filesystem"))
+                traces.add(uuid)
+        dirs = {name for parent in (self.ctx.root / "domains", self.ctx.run_root)
+                for name in parts.listdir(parent) if parts.is_uuid(name)}
+        for uuid, paths in sorted(parts.cgroups_by_uuid().items()):
+            if uuid in known or not (uuid in traces or uuid in dirs) or parts.cgroup_pids(paths):
+                continue  # a live one belongs to a container (found above, or another root's)
+            found += [Orphan("cgroup", path, uuid, "empty cgroup") for path in paths]
+        return found
+
+    def remove_orphan(self, orphan: Orphan) -> None:
+        """Remove one thing `orphans` found, checked again first; already gone is not an error."""
+        if orphan.kind == "container":
+            name, _, cid = orphan.ident.partition(":")
+            for rt in self._runtimes_holding(cid):
+                if rt.name == name:
+                    proc = self.ctx.run(rt.argv("delete", "--force", cid), check=False)
+                    if proc.returncode != 0 and self._holds(rt, cid):
+                        raise BackendError(oci_error(rt, "delete", proc))
+        elif orphan.kind == "process":
+            parts.kill_monitor(int(orphan.ident), str(self.ctx.run_root), orphan.uuid)
+        elif orphan.kind == "mount":
+            if parts.is_overlay_mount(orphan.ident):
+                self._unmount(orphan.ident)
+        elif orphan.kind == "cgroup":
+            left = parts.remove_cgroups([orphan.ident])
+            if left:
+                raise BackendError(f"cannot remove cgroup {orphan.ident}: a process is in it")
+        else:
+            super().remove_orphan(orphan)
 
     # ------------------------------------------------------------------
     # console, logs, info

@@ -24,7 +24,9 @@ def esc(value: object) -> str:
     return str(value).replace(",", ",,")
 
 
-SOCKETS = ("qmp", "events", "serial")  # the unix sockets QEMU listens on: they live in socket_dir
+# the unix sockets QEMU listens on (key in `paths` -> file name): they live in socket_dir
+SOCKET_FILES = {"qmp": "qmp.sock", "events": "qmp-events.sock", "serial": "serial.sock"}
+SOCKETS = tuple(SOCKET_FILES)
 
 
 def socket_base() -> Path:
@@ -59,9 +61,7 @@ def paths(dom: Domain) -> dict[str, Path]:
     return {
         "sock_dir": socks,
         "sock_owner": socks / "owner",
-        "qmp": socks / "qmp.sock",
-        "events": socks / "qmp-events.sock",
-        "serial": socks / "serial.sock",
+        **{key: socks / name for key, name in SOCKET_FILES.items()},
         "pidfile": run / "qemu.pid",
         "ended": run / "ended",
         "console_lock": run / "console.lock",

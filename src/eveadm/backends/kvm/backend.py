@@ -29,6 +29,19 @@ Every quit or SIGKILL eveadm sends itself is preceded by the marker
 eveadm (ABSENT), one found dead without it died from outside (signal, OOM
 killer, crash): CRASHED, with the last line QEMU wrote to its log.
 
+Sockets: a unix socket path may have at most 107 bytes, and a state root can be
+any length, so QEMU's sockets live in a short directory of their own,
+`argv.socket_dir` (/run/eveadm-qemu/<16 hex>/ as root), owner-only, named by a
+digest of the domain's run directory (so every command finds it, even one that
+knows only the pid file), with a file `owner` naming that run directory (so
+`doctor` can tell whose it is). It is recorded in dom.backend["sock_dir"] and
+removed at release.
+
+Panics: QEMU gets an ISA `pvpanic` device and `-action panic=pause`: a guest
+kernel that panics leaves QEMU in run state `guest-panicked`, which status
+reports as CRASHED "guest panicked" (the engine then fails the domain and its
+on_crash applies).
+
 Two QMP monitors: `qmp.sock` for short-lived commands (connect, command,
 disconnect) and `qmp-events.sock`, used only by `wait_gone` to wait for the
 SHUTDOWN event without holding the command monitor (QEMU serves one client
@@ -38,17 +51,19 @@ per monitor).
 from __future__ import annotations
 
 import os
+import re
 import signal as _signal
+import stat
 import time
 from pathlib import Path
 from typing import Iterable
 
-from ...errors import BackendError, BackendUnavailable
-from ..base import ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN, Backend, Domain, Status
+from ...errors import BackendError, BackendUnavailable, PermanentError
+from ..base import ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN, Backend, Domain, Orphan, Status
 from ..host import last_output_line, pid_alive, wait_until, which
 from ..vm import cloudinit, disks, pci
 from . import argv as qemu_argv
-from .argv import QEMU, esc, paths
+from .argv import QEMU, SOCKET_FILES, SOCKETS, esc, paths, socket_base
 from .qmp import BROKEN_STATES, PAUSED_STATES, QMP_TIMEOUT, QmpError, describe, qmp, qmp_many, wait_shutdown_event
 
 QEMU_HINT = "apt-get install qemu-system-x86"
@@ -57,6 +72,16 @@ START_TIMEOUT = 10.0  # s: for the QMP socket of a QEMU that has just daemonized
 CRASH_MESSAGE = "qemu crashed - please restart application instance"
 SUN_PATH_MAX = 107  # bytes in sockaddr_un.sun_path, without the terminating NUL
 ENDED_BY_EVEADM = "quit"  # the marker's text: eveadm quit or killed this QEMU
+GUEST_PANICKED = "guest panicked"  # Status.error when the guest's kernel panicked (pvpanic)
+UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+# QEMU's words for start-up failures no retry can fix: a file that is missing, unreadable or not
+# what it claims to be (kernel, initrd, firmware, disk image)
+PERMANENT_QEMU_ERRORS = re.compile(
+    r"invalid kernel header|could not open kernel file|could not load|error reading initrd|"
+    r"kernel too old|Image is not in \S+ format|Unknown driver|Could not open '[^']*': "
+    r"(No such file or directory|Permission denied|Is a directory|Not a directory)|"
+    r"is not a valid|Unsupported (image|qcow2) ", re.IGNORECASE)
 
 
 class KvmBackend(Backend):
@@ -78,6 +103,12 @@ class KvmBackend(Backend):
         for key in ("kernel", "initrd", "firmware"):
             if config.get(key) and not os.path.isfile(config[key]):
                 problems.append((key, f"{config[key]} does not exist"))
+            elif config.get(key) and not os.access(config[key], os.R_OK):
+                problems.append((key, f"{config[key]} cannot be read"))
+        if config.get("kernel") and os.path.isfile(config["kernel"]):
+            why = not_a_kernel(config["kernel"])
+            if why:
+                problems.append(("kernel", why))
         if not config.get("kernel"):
             for key in ("initrd", "cmdline"):
                 if config.get(key):
@@ -119,13 +150,19 @@ class KvmBackend(Backend):
         run = Path(dom.run_dir)
         run.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(run, 0o700)
-        for key in ("qmp", "events", "serial", "pidfile", "ended"):
-            p[key].unlink(missing_ok=True)
-        for key in ("qmp", "events", "serial"):
+        _check_readable(dom.config)
+        for key in SOCKETS:
             n = len(os.fsencode(str(p[key])))
             if n > SUN_PATH_MAX:
-                raise BackendError(f"socket path {p[key]} is {n} bytes, more than the {SUN_PATH_MAX} a unix "
-                                   "socket allows: use a shorter state root (--root) or run directory")
+                raise PermanentError(f"socket path {p[key]} is {n} bytes, more than the {SUN_PATH_MAX} a unix "
+                                     "socket allows: set EVEADM_KVM_SOCKET_DIR to a shorter directory")
+        _private_dir(p["sock_dir"].parent, parents=True)
+        _private_dir(p["sock_dir"])
+        # recorded before QEMU starts: release and doctor find the directory even if this command dies
+        dom.backend["sock_dir"] = str(p["sock_dir"])
+        _write_private(p["sock_owner"], os.path.abspath(dom.run_dir) + "\n")
+        for key in (*SOCKETS, "pidfile", "ended"):
+            p[key].unlink(missing_ok=True)
         Path(dom.data_dir).mkdir(parents=True, exist_ok=True)
         accel, why = self.accel(dom)
         argv = qemu_argv.flat(self.argv(dom)) + ["-daemonize"]
@@ -135,7 +172,8 @@ class KvmBackend(Backend):
         finally:
             os.umask(old)
         if proc.returncode != 0:
-            raise BackendError(_qemu_failed(proc, p["qemu_log"]))
+            message = _qemu_failed(proc, p["qemu_log"])
+            raise (PermanentError if PERMANENT_QEMU_ERRORS.search(message) else BackendError)(message)
         try:
             pid = int(p["pidfile"].read_text().strip())
         except (OSError, ValueError):
@@ -322,7 +360,9 @@ class KvmBackend(Backend):
             return Status(PAUSED, domain_id=pid, pid=pid, detail=detail)
         if qs == "shutdown":  # the guest powered off; QEMU lingers because of -no-shutdown
             return Status(SHUTDOWN, domain_id=pid, pid=pid, detail=detail)
-        # internal-error, guest-panicked, ... (BROKEN_STATES) or a state this QEMU invented since
+        if qs == "guest-panicked":  # pvpanic with -action panic=pause
+            return Status(CRASHED, domain_id=pid, pid=pid, detail=detail, error=GUEST_PANICKED)
+        # internal-error, io-error, ... (BROKEN_STATES) or a state this QEMU invented since
         why = "guest crashed" if qs in BROKEN_STATES else "unexpected run state"
         return Status(CRASHED, domain_id=pid, pid=pid, detail=detail, error=f"{why}: qemu status {qs}")
 
@@ -361,8 +401,16 @@ class KvmBackend(Backend):
             self.destroy(dom)
         p = paths(dom)
         removed: list[str] = []
-        for key in ("qmp", "events", "serial", "pidfile", "ended", "console_lock"):
+        for key in ("pidfile", "ended", "console_lock"):
             p[key].unlink(missing_ok=True)
+        # sockets where this domain's QEMU had them: its socket directory, or (records written before
+        # socket directories) the run directory; nothing outside those two
+        ours = {Path(dom.run_dir), p["sock_dir"]}
+        for key in ("qmp", "qmp_events", "serial"):
+            recorded = dom.backend.get(key)
+            if recorded and Path(recorded).parent in ours:
+                Path(recorded).unlink(missing_ok=True)
+        _remove_socket_dir(p["sock_dir"], os.path.abspath(dom.run_dir))
         try:
             Path(dom.run_dir).rmdir()
         except OSError:
@@ -382,11 +430,55 @@ class KvmBackend(Backend):
                 pass
             for key in ("argv_file", "cidata", "disks"):
                 dom.backend.pop(key, None)
-        for key in ("pid", "ended", "qmp", "qmp_events", "serial", "pidfile", "started"):
+        for key in ("pid", "ended", "qmp", "qmp_events", "serial", "pidfile", "started", "sock_dir"):
             dom.backend.pop(key, None)
         if pci_errors:
             raise BackendError(f"{dom.name}: PCI devices not given back: " + "; ".join(pci_errors))
         return removed
+
+    # -- doctor -----------------------------------------------------------------
+    def orphans(self, known: set[str]) -> list[Orphan]:
+        """QEMU processes started by eveadm for a domain of this state root that is not in `known`
+        (told by their `-pidfile <run_root>/<uuid>/qemu.pid`), then socket directories whose `owner`
+        names such a domain's run directory. Never any other QEMU. A pure read."""
+        run_root = os.path.abspath(self.ctx.run_root_dir)
+        found = []
+        for pid, argv in _qemu_processes():
+            uuid = _domain_of(argv, run_root)
+            if uuid and uuid not in known:
+                found.append(Orphan("process", str(pid), uuid, f"{QEMU} of domain {uuid}"))
+        base = socket_base()
+        try:
+            names = sorted(os.listdir(base))
+        except OSError:
+            names = []
+        for name in names:
+            owner = _socket_dir_owner(base / name)
+            uuid = os.path.basename(owner or "")
+            if owner and os.path.dirname(owner) == run_root and UUID_RE.match(uuid) and uuid not in known:
+                found.append(Orphan("socket-dir", str(base / name), uuid, f"QEMU sockets of domain {uuid}"))
+        return found
+
+    def remove_orphan(self, orphan: Orphan) -> None:
+        run_root = os.path.abspath(self.ctx.run_root_dir)
+        if orphan.kind == "process":
+            pid = int(orphan.ident)
+            argv = _cmdline(pid)
+            if argv is None or _domain_of(argv, run_root) != orphan.uuid:
+                return  # gone already, or the pid now belongs to another process: nothing of ours
+            try:
+                os.kill(pid, _signal.SIGKILL)
+            except ProcessLookupError:
+                return
+            if not wait_until(lambda: not pid_alive(pid), 10):
+                raise BackendError(f"{QEMU} pid {pid} survived SIGKILL for 10 s")
+        elif orphan.kind == "socket-dir":
+            path = Path(orphan.ident)
+            if path.parent != socket_base():
+                raise BackendError(f"{path} is not under {socket_base()}: not removed")
+            _remove_socket_dir(path, os.path.join(run_root, orphan.uuid or ""))
+        else:
+            super().remove_orphan(orphan)
 
     # -- optional -------------------------------------------------------------
     def kill(self, dom: Domain, sig: int = _signal.SIGKILL) -> None:
@@ -515,3 +607,124 @@ def _log_last_line(path: Path, since: float | None = None) -> str | None:
 def _qemu_failed(proc, qemu_log: Path) -> str:
     text = _untimestamped(last_output_line(proc)) or _log_last_line(qemu_log) or ""
     return f"{QEMU} failed to start (exit {proc.returncode})" + (f": {text}" if text else "")
+
+
+
+# ---------------------------------------------------------------------------
+# files: the kernel check, the socket directory, QEMU processes
+
+def not_a_kernel(path: str) -> str | None:
+    """Why `path` cannot be a kernel QEMU boots (None when it may be one): a bzImage has "HdrS" at
+    0x202; an ELF (vmlinux, multiboot) or PE (EFI stub) file is let through."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(0x206)
+    except OSError as exc:
+        return f"{path} cannot be read: {exc.strerror}"
+    if head[0x202:0x206] == b"HdrS" or head[:4] == b"\x7fELF" or head[:2] == b"MZ":
+        return None
+    return f"{path} is not a kernel (no bzImage header, not an ELF or PE file)"
+
+
+def _check_readable(config: dict) -> None:
+    """The files QEMU loads itself: missing or unreadable is permanent (no retry brings them back)."""
+    for key in ("kernel", "initrd", "firmware"):
+        path = config.get(key)
+        if not path:
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise PermanentError(f"{key} {path} cannot be read: {exc.strerror}") from None
+    if config.get("kernel"):
+        why = not_a_kernel(config["kernel"])
+        if why:
+            raise PermanentError(f"kernel {why}")
+
+
+def _private_dir(path: Path, parents: bool = False) -> None:
+    """Make `path` a directory only this user can enter, or refuse one that is not: someone else's,
+    a symlink, or open to group/others (it holds the sockets that control QEMU)."""
+    if parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise BackendError(f"cannot create {path}: {exc.strerror}") from None
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise PermanentError(f"{path} is not a private directory of uid {os.geteuid()} (owner {st.st_uid}, "
+                             f"mode {stat.filemode(st.st_mode)}): remove it or set EVEADM_KVM_SOCKET_DIR")
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def _socket_dir_owner(path: Path) -> str | None:
+    """The run directory a socket directory was made for, when it is ours (a real directory of this
+    user with an `owner` file); else None."""
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            return None
+        fd = os.open(path / "owner", os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd) as fh:
+            return fh.read(4096).strip() or None
+    except OSError:
+        return None
+
+
+def _remove_socket_dir(path: Path, run_dir: str) -> None:
+    """Remove a domain's socket directory if it is the one made for `run_dir`: its sockets and its
+    owner file (never following a link), then the directory."""
+    owner = _socket_dir_owner(path)
+    if owner is None:
+        return
+    if owner != run_dir:
+        raise BackendError(f"{path} belongs to {owner}, not {run_dir}: not removed")
+    for name in (*SOCKET_FILES.values(), "owner"):
+        try:
+            os.unlink(path / name)
+        except FileNotFoundError:
+            pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def _cmdline(pid: int) -> list[bytes] | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().split(b"\0")
+    except OSError:
+        return None
+
+
+def _qemu_processes():
+    """(pid, argv) of every QEMU process on the host."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            argv = _cmdline(int(entry))
+            if argv and os.path.basename(argv[0]).startswith(b"qemu-system") and pid_alive(int(entry)):
+                yield int(entry), argv
+
+
+def _domain_of(argv: list[bytes], run_root: str) -> str | None:
+    """The uuid of the domain a QEMU was started for by eveadm under `run_root`: its
+    `-pidfile <run_root>/<uuid>/qemu.pid`; None for any other QEMU."""
+    try:
+        pidfile = os.fsdecode(argv[argv.index(b"-pidfile") + 1])
+    except (ValueError, IndexError):
+        return None
+    run_dir = os.path.dirname(pidfile)
+    uuid = os.path.basename(run_dir)
+    if os.path.basename(pidfile) == "qemu.pid" and os.path.dirname(run_dir) == run_root and UUID_RE.match(uuid):
+        return uuid
+    return None

@@ -14,19 +14,33 @@ The semantics (SPEC 4.4, decided in docs/HELPERS.md), per entry of dom.config["d
                                                    eveadm created it
 
 `plan()` is pure (render uses it); `prepare()` makes the files; `release()`
-removes what eveadm owns. Ownership of files outside data_dir is remembered in
-the backend dict (`disks_owned`) so it survives between commands.
+removes what eveadm owns.
+
+What a file is never depends on its name (a user's file name can be anything):
+each kind has its own directory under data_dir/disks/ (`fresh/`, `preserved/`,
+`blank/`, and `partial/` for copies being made), and release empties `fresh/`
+and `partial/` at every stop, everything at delete.
+
+A `blank-at` file outside data_dir is eveadm's only while both hold: eveadm
+created it (remembered in dom.backend["disks_owned"]) and the current
+configuration still has it as a `size` + `path` disk. Once the entry is removed
+or becomes a path-only disk, the file is the user's and delete leaves it.
+
+Blank disks without a path are named by their `id` (given to each such disk
+when the payload or `add_disks` brings it in) so removing one never hands its
+data to another; a disk without an id falls back to its index (`index-N`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 from ..base import Domain
 from ..host import BackendContext
-from ...errors import BackendError
+from ...errors import BackendError, PermanentError
 
 QEMU_IMG_HINT = "apt-get install qemu-utils"
 
@@ -57,6 +71,25 @@ def disk_dir(dom: Domain) -> Path:
     return Path(dom.data_dir) / "disks"
 
 
+def kind_dir(dom: Domain, kind: str) -> Path:
+    """Where eveadm keeps the files of one kind: fresh, preserved, blank, partial (copies being made)."""
+    return disk_dir(dom) / kind
+
+
+PARTIAL = "partial"
+BLANK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def blank_key(disk: dict, index: int) -> str:
+    """A blank disk's stable name: its `id`, else (older records) its index."""
+    ident = disk.get("id")
+    if ident is None:
+        return f"index-{index}"
+    if not isinstance(ident, str) or not BLANK_ID_RE.match(ident):
+        raise BackendError(f"disks.{index}.id: {ident!r} is not a disk id (letters, digits, _ . -; at most 64)")
+    return ident
+
+
 def image_format(disk: dict) -> str:
     fmt = disk.get("format", "raw")
     return "raw" if fmt == "iso" else fmt
@@ -83,14 +116,14 @@ def plan(dom: Domain) -> list[DiskUse]:
                 uses.append(DiskUse(i, USER, Path(path), fmt, Path(path), disk))
             elif disk["preserve"]:
                 ext = "qcow2" if fmt == "qcow2" else "img"
-                name = f"{_copy_name(path, fmt)}.preserved.{ext}"
-                uses.append(DiskUse(i, PRESERVED, disk_dir(dom) / name, fmt, Path(path), disk))
+                name = f"{_copy_name(path, fmt)}.{ext}"
+                uses.append(DiskUse(i, PRESERVED, kind_dir(dom, PRESERVED) / name, fmt, Path(path), disk))
             else:
-                name = f"{_copy_name(path, fmt)}.fresh.qcow2"
-                uses.append(DiskUse(i, FRESH, disk_dir(dom) / name, "qcow2", Path(path), disk))
+                name = f"{_copy_name(path, fmt)}.qcow2"
+                uses.append(DiskUse(i, FRESH, kind_dir(dom, FRESH) / name, "qcow2", Path(path), disk))
         elif size is not None and not path:
             ext = "qcow2" if fmt == "qcow2" else "img"
-            uses.append(DiskUse(i, BLANK, disk_dir(dom) / f"disk{i}.{ext}", fmt, None, disk))
+            uses.append(DiskUse(i, BLANK, kind_dir(dom, BLANK) / f"{blank_key(disk, i)}.{ext}", fmt, None, disk))
         elif size is not None and path:
             uses.append(DiskUse(i, BLANK_AT, Path(path), fmt, None, disk))
         else:
@@ -107,6 +140,11 @@ def check(config: dict) -> list[tuple[str, str]]:
             problems.append((f"disks.{i}.path", f"{path} does not exist"))
         if path is None and disk.get("size") is None:
             problems.append((f"disks.{i}", "needs a path or a size"))
+        if path is None and disk.get("size") is not None:
+            try:
+                blank_key(disk, i)
+            except BackendError as exc:
+                problems.append((f"disks.{i}.id", str(exc).split(": ", 1)[1]))
     return problems
 
 
@@ -122,31 +160,38 @@ def _is_block(path: str) -> bool:
 def prepare(ctx: BackendContext, dom: Domain) -> list[DiskUse]:
     """Make every disk file the plan needs; idempotent, run before each create."""
     uses = plan(dom)
-    owned = set(dom.backend.get("disks_owned", []))
+    blank_at = {str(u.path) for u in uses if u.kind == BLANK_AT}
+    owned = set(dom.backend.get("disks_owned", [])) & blank_at  # ownership follows the configuration
+    partial = kind_dir(dom, PARTIAL)
     for use in uses:
         if use.kind in (FRESH, PRESERVED, BLANK):
             use.path.parent.mkdir(parents=True, exist_ok=True)
+            partial.mkdir(parents=True, exist_ok=True)
         if use.kind == USER:
             if not use.path.exists():
-                raise BackendError(f"disks.{use.index}: {use.path} does not exist")
+                raise PermanentError(f"disks.{use.index}: {use.path} does not exist")
         elif use.kind == FRESH:
             _need_source(use)
             use.path.unlink(missing_ok=True)
             _qemu_img(ctx, ["create", "-q", "-f", "qcow2", "-b", str(use.source.resolve()),
                             "-F", image_format(use.disk), str(use.path)])
         elif use.kind == PRESERVED:
+            _adopt_legacy(use, disk_dir(dom) / f"{use.path.stem}.preserved{use.path.suffix}")
             if not use.path.exists():  # under data_dir: eveadm's own directory
                 _need_source(use)
-                tmp = use.path.with_name(use.path.name + ".part")
+                tmp = partial / use.path.name
                 tmp.unlink(missing_ok=True)
                 _qemu_img(ctx, ["convert", "-q", "-f", image_format(use.disk), "-O", use.format,
                                 str(use.source), str(tmp)], timeout=3600)
                 os.replace(tmp, use.path)
         elif use.kind in (BLANK, BLANK_AT):
+            if use.kind == BLANK and "id" not in use.disk:
+                _adopt_legacy(use, disk_dir(dom) / f"disk{use.index}{use.path.suffix}")
             if not use.path.exists():
                 if use.kind == BLANK_AT and not use.path.parent.is_dir():
-                    raise BackendError(f"disks.{use.index}: directory {use.path.parent} does not exist")
-                if _create_blank(ctx, use) and use.kind == BLANK_AT:
+                    raise PermanentError(f"disks.{use.index}: directory {use.path.parent} does not exist")
+                tmp_dir = partial if use.kind == BLANK else use.path.parent
+                if _create_blank(ctx, use, tmp_dir) and use.kind == BLANK_AT:
                     owned.add(str(use.path))
     dom.backend["disks_owned"] = sorted(owned)
     dom.backend["disks"] = [
@@ -157,12 +202,20 @@ def prepare(ctx: BackendContext, dom: Domain) -> list[DiskUse]:
     return uses
 
 
-def _create_blank(ctx: BackendContext, use: DiskUse) -> bool:
+def _adopt_legacy(use: DiskUse, legacy: Path) -> None:
+    """A kept disk made before the per-kind directories (data_dir/disks/NAME) moves to its new place
+    instead of being made anew: its data is the guest's."""
+    if not use.path.exists() and legacy.is_file() and not legacy.is_symlink():
+        os.replace(legacy, use.path)
+
+
+def _create_blank(ctx: BackendContext, use: DiskUse, tmp_dir: Path) -> bool:
     """Create a blank image at use.path without ever replacing a file that is there (it may be a
-    user's, appearing meanwhile). Returns whether eveadm created it."""
+    user's, appearing meanwhile): made under a temporary name in `tmp_dir` (on the same file system),
+    then linked into place. Returns whether eveadm created it."""
     import tempfile
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{use.path.name}.", suffix=".part", dir=use.path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{use.path.name[:40]}.", suffix=".part", dir=tmp_dir)
     os.close(fd)
     try:
         _qemu_img(ctx, ["create", "-q", "-f", use.format, tmp, f"{int(use.disk['size'])}M"])
@@ -179,7 +232,7 @@ def _create_blank(ctx: BackendContext, use: DiskUse) -> bool:
 
 def _need_source(use: DiskUse) -> None:
     if not use.source or not use.source.exists():
-        raise BackendError(f"disks.{use.index}: {use.source} does not exist")
+        raise PermanentError(f"disks.{use.index}: {use.source} does not exist")
 
 
 def _qemu_img(ctx: BackendContext, args: list[str], timeout: float = 120) -> None:
@@ -187,27 +240,43 @@ def _qemu_img(ctx: BackendContext, args: list[str], timeout: float = 120) -> Non
 
 
 def release(dom: Domain, *, delete: bool = False) -> list[str]:
-    """Remove fresh copies (always) and, with delete, preserved copies and blank disks eveadm made.
+    """Remove fresh copies and partial files (always) and, with delete, everything under
+    data_dir/disks plus the `blank-at` files eveadm owns (created by it, still configured so).
 
-    Never removes a user's file: only paths under data_dir/disks and the
-    `blank-at` files recorded as created by eveadm.
+    What is removed is told by directory, never by file name; a user's file is never removed.
     """
-    removed = []
+    removed: list[str] = []
     ddir = disk_dir(dom)
-    if ddir.is_dir():
-        for f in sorted(ddir.iterdir()):
-            if ".fresh." in f.name or f.name.endswith(".part") or delete:
-                _unlink(f, removed)
-        if delete:
-            try:
-                ddir.rmdir()
-            except OSError:
-                pass
+    for kind in (FRESH, PARTIAL) if not delete else (FRESH, PARTIAL, PRESERVED, BLANK):
+        _empty(kind_dir(dom, kind), removed, rmdir=delete)
     if delete:
+        _empty(ddir, removed, rmdir=True)  # files of the layout before per-kind directories
+        try:
+            current = {str(u.path) for u in plan(dom) if u.kind == BLANK_AT}
+        except BackendError:
+            current = set()  # a configuration we cannot read owns nothing outside data_dir
         for p in dom.backend.get("disks_owned", []):
-            _unlink(Path(p), removed)
+            if p in current:
+                _unlink(Path(p), removed)
         dom.backend["disks_owned"] = []
     return removed
+
+
+def _empty(directory: Path, removed: list[str], rmdir: bool) -> None:
+    """Unlink the files directly in `directory` (a link is removed, never followed); then the
+    directory itself when asked and empty."""
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
+            _unlink(Path(entry.path), removed)
+    if rmdir:
+        try:
+            directory.rmdir()
+        except OSError:
+            pass
 
 
 def _unlink(path: Path, removed: list[str]) -> None:
