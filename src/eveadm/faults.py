@@ -33,7 +33,7 @@ def point(name: str) -> None:
     if _TRACE:
         with open(_TRACE, "a") as fh:
             fh.write(label + "\n")
-    if _KILL_AT in (label, name if count == 1 else None):
+    if _KILL_AT is not None and _KILL_AT in (label, name if count == 1 else None):
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)

@@ -76,7 +76,8 @@ def _now_iso() -> str:
 class Engine:
     def __init__(self, root, run_root=None, backends: dict[str, Backend] | None = None):
         self.ctx = BackendContext(root, run_root)
-        self.store = Store(self.ctx.root_dir)
+        self.store = Store(self.ctx.root_dir, lambda: (self._num("journal_max_events", 100_000),
+                                                        self._num("journal_max_days", 0)))
         # brand -> backend instance; a caller may hand in its own (tests: an in-process fake)
         self._backends: dict[str, Backend] = dict(backends or {})
         self.warnings: list[str] = []

@@ -134,10 +134,14 @@ class Record:
 
 
 class Store:
-    def __init__(self, root):
+    PRUNE_EVERY = 500  # events: how often a writer checks the journal's bounds
+
+    def __init__(self, root, journal_limits=None):
         self.root = os.fspath(root)  # text: pathlib costs CLI start-up
         self.db_path = os.path.join(self.root, "eveadm.db")
         self._db: sqlite3.Connection | None = None
+        # () -> (most events kept, oldest kept in days; 0 = no bound): read only when pruning
+        self.journal_limits = journal_limits or (lambda: (100_000, 0))
 
     # -- connection and schema ------------------------------------------
     @property
@@ -264,18 +268,28 @@ class Store:
         faults.point("store.remove")
 
     # -- events ---------------------------------------------------------------
-    @staticmethod
-    def _event(db, now, rec, etype, data) -> None:
-        db.execute(
-            "INSERT INTO events (time, uuid, alias, type, data) VALUES (?,?,?,?,?)",
-            (now, rec.uuid, rec.alias, etype, json.dumps(data)),
-        )
+    def _event(self, db, now, rec, etype, data) -> None:
+        self._append(db, now, rec.uuid, rec.alias, etype, data)
+
+    def _append(self, db, now, uuid, alias, etype, data) -> None:
+        cur = db.execute("INSERT INTO events (time, uuid, alias, type, data) VALUES (?,?,?,?,?)",
+                         (now, uuid, alias, etype, json.dumps(data)))
+        if cur.lastrowid % self.PRUNE_EVERY == 0:  # now and then, in the same transaction: keep it bounded
+            self._prune(db, cur.lastrowid, now)
+
+    def _prune(self, db, last_id: int, now: float) -> None:
+        """Drop the oldest events beyond the journal's bounds (settings journal_max_events and
+        journal_max_days)."""
+        max_events, max_days = self.journal_limits()
+        if max_events and max_events > 0:
+            db.execute("DELETE FROM events WHERE id <= ?", (last_id - int(max_events),))
+        if max_days and max_days > 0:
+            db.execute("DELETE FROM events WHERE time < ?", (now - float(max_days) * 86400,))
 
     def append_event(self, uuid: str, alias: str | None, etype: str, data: dict) -> None:
         """An event that changes no record (e.g. the agent's decisions)."""
         with self.transaction() as db:
-            db.execute("INSERT INTO events (time, uuid, alias, type, data) VALUES (?,?,?,?,?)",
-                       (time.time(), uuid, alias, etype, json.dumps(data)))
+            self._append(db, time.time(), uuid, alias, etype, data)
 
     def events(self, after_id: int = 0, uuid: str | None = None, limit: int = 10000) -> list[dict]:
         sql = "SELECT id, time, uuid, alias, type, data FROM events WHERE id > ?"

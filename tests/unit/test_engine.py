@@ -117,3 +117,22 @@ def test_a_held_lock_makes_a_mutation_wait_then_name_its_holder(make_node, monke
         with pytest.raises(eveadm.LockHeld, match="a test holding the lock"):
             node.stop(uuid)
     assert node.get(uuid)["state"] == "running"
+
+
+def test_the_journal_and_the_command_log_stay_bounded(tmp_path, monkeypatch):
+    from eveadm.backends.host import BackendContext
+
+    monkeypatch.setenv("EVEADM_JOURNAL_MAX_EVENTS", "50")
+    node = eveadm.Node(root=tmp_path / "root")
+    node.engine.store.PRUNE_EVERY = 10
+    dom = node.create({"brand": "null"})
+    for i in range(40):
+        node.record_event(dom["uuid"], "test.tick", {"i": i})
+    ids = [e["id"] for e in node.events()]
+    assert len(ids) <= 50 + 10 and ids[-1] >= 40          # the oldest went, the newest stayed
+    monkeypatch.setenv("EVEADM_COMMAND_LOG_MAX_BYTES", "2000")
+    ctx = BackendContext(tmp_path / "root")
+    for i in range(200):
+        ctx.log_command(["true", str(i)], None, 0, 0.0)
+    log = tmp_path / "root" / "log" / "commands.jsonl"
+    assert log.stat().st_size <= 2000 + 200 and (log.parent / "commands.jsonl.1").stat().st_size <= 2200

@@ -63,6 +63,12 @@ class BackendContext:
                 raise BackendError(f"cannot read {os.path.join(self.root_dir, 'config.json')}: {exc}") from None
         return self._settings.get(key, default)
 
+    def _number(self, key: str, default: float) -> float:
+        try:
+            return float(self.setting(key, default))
+        except (TypeError, ValueError):
+            return default
+
     def cache_dir(self, name: str) -> Path:
         """A per-host cache (probe results, unpacked images) that survives domains."""
         path = self.root / "cache" / name
@@ -135,7 +141,9 @@ class BackendContext:
             path = os.path.join(privatedir.ensure(os.path.join(self.root_dir, "log")), "commands.jsonl")
             with os.fdopen(privatedir.open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a") as fh:
                 fh.write(json.dumps(entry) + "\n")
-        except OSError:
+                if fh.tell() > self._number("command_log_max_bytes", 10 * 2 ** 20):
+                    os.replace(path, path + ".1")  # keep the newest two files, at most twice the bound
+        except (OSError, BackendError):
             pass  # the audit log must never break an operation (a refused directory is seen elsewhere)
 
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from kvmtest import READY, REPO, boot, log_bytes, qemus_under, wait_log
+from kvmtest import READY, REPO, boot, log_bytes, qemus_under, remove_socket_dirs_of, wait_log
 from eveadm import backends
 from eveadm.backends.base import ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN
 from eveadm.backends.host import BackendContext, pid_alive, wait_until
 from eveadm.backends.kvm import argv as kvm_argv
 from eveadm.backends.kvm.qmp import qmp
-from eveadm.errors import BackendError, BackendUnavailable
+from eveadm.errors import BackendError, BackendUnavailable, PermanentError
 
 pytestmark = pytest.mark.kvm
 
@@ -158,7 +158,7 @@ def test_failed_start_reports_qemu_words(backend, make_dom, root):
     missing.write_bytes(b"x" * 512)
     dom = make_dom(disks=[{"path": str(missing), "format": "qcow2"}])  # raw bytes claimed to be qcow2
     backend.prepare(dom)
-    with pytest.raises(BackendError) as err:
+    with pytest.raises(PermanentError) as err:  # no retry reads the image differently
         backend.create_paused(dom)
     assert str(err.value).startswith("qemu-system-x86_64 failed to start (exit 1): qemu-system-x86_64: -drive ")
     assert "qcow2" in str(err.value).lower() or "image" in str(err.value).lower()
@@ -224,18 +224,59 @@ def test_a_state_root_of_any_length_works(guest):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_a_socket_directory_someone_else_can_enter_is_refused(backend, make_dom):
+@pytest.mark.parametrize("made_by", ["open to all", "another user"])
+def test_a_socket_directory_someone_else_can_enter_is_refused(backend, make_dom, made_by):
     from eveadm.backends.kvm.argv import socket_dir
 
     dom = make_dom()
     backend.prepare(dom)
-    os.makedirs(socket_dir(dom), mode=0o777)
-    os.chmod(socket_dir(dom), 0o777)
+    os.makedirs(socket_dir(dom), mode=0o700)
+    if made_by == "open to all":
+        os.chmod(socket_dir(dom), 0o777)
+    else:
+        os.chown(socket_dir(dom), 65534, 65534)
     try:
         with pytest.raises(PermanentError, match="is not a private directory"):
             backend.create_paused(dom)
     finally:
         os.rmdir(socket_dir(dom))
+
+
+def test_a_text_file_is_not_a_kernel(backend, make_dom, root):
+    text = root / "notes.txt"
+    text.write_text("not a kernel\n" * 100)
+    dom = make_dom(kernel=str(text))
+    assert backend.validate(dom.config) == [("kernel", f"{text} is not a kernel (no bzImage header, not an ELF or PE file)")]
+    backend.prepare(dom)  # validation skipped: create still refuses before starting QEMU, for good
+    with pytest.raises(PermanentError, match="is not a kernel"):
+        backend.create_paused(dom)
+    assert not qemus_under(root)
+
+
+@pytest.mark.parametrize("what", ["kernel", "initrd"])
+def test_qemus_words_on_a_file_it_cannot_load_make_a_permanent_error(backend, make_dom, root, what):
+    """An ELF that is no kernel passes the magic check; QEMU refuses it. A missing initrd too."""
+    over = {"kernel": "/bin/true"} if what == "kernel" else {"initrd": str(root / "gone.cpio.gz")}
+    dom = make_dom(**over)
+    backend.prepare(dom)
+    with pytest.raises(PermanentError) as err:
+        backend.create_paused(dom)
+    expected = "Error loading uncompressed kernel" if what == "kernel" else "gone.cpio.gz cannot be read"
+    assert expected in str(err.value)
+    assert not qemus_under(root)
+
+
+def test_a_guest_kernel_panic_is_crashed_guest_panicked(backend, make_dom):
+    dom = make_dom(extra_cmdline="eveadm.panic")
+    assert ["-device", "pvpanic"] in backend.argv(dom) and ["-action", "panic=pause"] in backend.argv(dom)
+    boot(backend, dom)
+    wait_log(dom.backend["serial_log"], b"EVEADM-GUEST-PANIC")
+    assert backend.wait_gone(dom, 30)  # the event monitor sees the guest-panicked stop
+    st = backend.status([dom])[dom.uuid]
+    assert (st.state, st.error, st.detail["qemu_status"]) == (CRASHED, "guest panicked", "guest-panicked")
+    assert pid_alive(dom.backend["pid"])  # paused, not gone: the engine destroys it
+    backend.destroy(dom)
+    backend.release(dom, delete=True)
 
 
 def test_missing_qemu_names_the_package(backend, monkeypatch, tmp_path):
@@ -581,3 +622,35 @@ def test_a_stopped_qemu_holds_up_no_one(backend, make_dom):
             os.kill(pid, signal.SIGCONT)
     assert backend.status([fine])[fine.uuid].state == RUNNING
     backend.destroy(fine, 5)
+
+
+def test_doctor_finds_and_removes_only_qemus_of_domains_it_does_not_have(backend, make_dom, root):
+    from eveadm.backends.kvm.argv import socket_dir
+
+    kept, lost = make_dom(alias="kept"), make_dom(alias="lost")
+    elsewhere_ctx = BackendContext(root / "elsewhere")  # another state root: none of this root's business
+    elsewhere = backends.load("kvm", elsewhere_ctx)
+    other = make_dom(alias="other")
+    other = type(other)(other.uuid, other.config, {}, root / "elsewhere/domains" / other.uuid,
+                        root / "elsewhere/run" / other.uuid)
+    foreign_pidfile = root / "foreign.pid"  # a QEMU eveadm did not start
+    subprocess.run(["qemu-system-x86_64", "-machine", "none", "-display", "none", "-S", "-daemonize",
+                    "-pidfile", str(foreign_pidfile)], check=True, timeout=30)
+    for b, dom in ((backend, kept), (backend, lost), (elsewhere, other)):
+        b.prepare(dom)
+        b.create_paused(dom)
+    found = backend.orphans({kept.uuid})
+    assert {(o.kind, o.uuid) for o in found} == {("process", lost.uuid), ("socket-dir", lost.uuid)}
+    assert [o.ident for o in found if o.kind == "process"] == [str(lost.backend["pid"])]
+    assert backend.orphans({kept.uuid, lost.uuid}) == []
+    for orphan in found:
+        backend.remove_orphan(orphan)
+    assert not pid_alive(lost.backend["pid"]) and not socket_dir(lost).exists()
+    assert backend.orphans({kept.uuid}) == []
+    foreign_pid = int(foreign_pidfile.read_text())
+    for pid in (kept.backend["pid"], other.backend["pid"], foreign_pid):
+        assert pid_alive(pid)
+    os.kill(foreign_pid, signal.SIGKILL)
+    for b, dom in ((backend, kept), (elsewhere, other)):
+        b.destroy(dom)
+        b.release(dom, delete=True)

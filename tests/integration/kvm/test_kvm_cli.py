@@ -223,3 +223,47 @@ def test_xen_virt_mode_is_refused_once_with_the_backends_words(root):
     assert out.returncode != 0
     text = (out.stdout + out.stderr).decode()
     assert text.count("pv is a xen mode; kvm runs hvm or fml") == 1, text
+
+
+def test_a_state_root_deeper_than_a_socket_path_allows(root, guest):
+    """Issue 9: any root works; QEMU's sockets do not live under it."""
+    from kvmtest import socket_dirs_of
+
+    deep = root / ("d" * 100) / ("e" * 30)
+    assert len(str(deep)) > 120
+    dom = create(deep, guest, alias="deep")
+    uuid = dom["uuid"]
+    assert dom["state"] == "running" and socket_dirs_of(deep) == [Path(dom["backend"]["sock_dir"])]
+    wait_log(dom["backend"]["serial_log"], READY)
+    assert "EVEADM-GUEST-READY" in ev(deep, "info", uuid, "--log", "50").stdout.decode()
+    out = ev(deep, "console", uuid, stdin=b"\necho DEEP-$((6*7))\n")
+    assert b"DEEP-42" in out.stdout
+    ev(deep, "stop", uuid)
+    assert get(deep, uuid)["state"] == "stopped" and not qemus_under(deep) and socket_dirs_of(deep) == []
+    ev(deep, "delete", uuid)
+    assert ev(deep, "get", uuid, check=False).returncode == 4
+
+
+def test_a_guest_kernel_panic_fails_the_domain(root, guest):
+    dom = create(root, guest, extra_cmdline="eveadm.panic")
+    uuid = dom["uuid"]
+    wait_log(dom["backend"]["serial_log"], b"EVEADM-GUEST-PANIC")
+    assert wait_until(lambda: get(root, uuid)["state"] == "failed", 30)
+    got = get(root, uuid)
+    assert got["error"]["message"] == "guest panicked"
+    assert not qemus_under(root)  # the panicked QEMU (paused by -action panic=pause) was destroyed
+    ev(root, "delete", uuid)
+
+
+def test_a_text_file_as_kernel_is_refused_before_anything_is_made(root, guest):
+    text = root / "kernel.txt"
+    text.write_text("this is not a kernel\n")
+    out = ev(root, "create", stdin=payload(guest, kernel=str(text)), check=False)
+    assert out.returncode == 3 and b"is not a kernel" in out.stderr, out.stderr
+    assert json.loads(ev(root, "list", "-j").stdout) == [] and not qemus_under(root)
+
+
+def test_an_elf_that_is_no_kernel_fails_with_qemus_words(root, guest):
+    out = ev(root, "create", stdin=payload(guest, kernel="/bin/true"), check=False)
+    assert out.returncode == 1 and b"Error loading uncompressed kernel" in out.stderr, out.stderr
+    assert not qemus_under(root)

@@ -79,6 +79,7 @@ UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]
 # what it claims to be (kernel, initrd, firmware, disk image)
 PERMANENT_QEMU_ERRORS = re.compile(
     r"invalid kernel header|could not open kernel file|could not load|error reading initrd|"
+    r"Error loading uncompressed kernel|"
     r"kernel too old|Image is not in \S+ format|Unknown driver|Could not open '[^']*': "
     r"(No such file or directory|Permission denied|Is a directory|Not a directory)|"
     r"is not a valid|Unsupported (image|qcow2) ", re.IGNORECASE)

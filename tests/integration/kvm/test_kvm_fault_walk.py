@@ -1,0 +1,109 @@
+"""Issue 9: SIGKILL eveadm at every kill point of create, stop and delete of a real kvm domain.
+
+After each kill: the next read is truthful, `doctor --fix` leaves no orphan (no QEMU of a domain eveadm
+does not have, no socket directory, no lock file), the bystander domain is untouched, the domain is
+usable or cleanly gone, and no QEMU of that domain is left unless it is recorded running or paused.
+
+Bounded for a 2-core machine: create is walked fully; stop and delete walk their points until the
+file's time budget is spent (each walk reports how many it did).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid as _uuid
+
+import pytest
+
+from clitest import Cli
+from faultwalk import check_after_kill, killed_at, trace, usable_or_gone
+from kvmtest import socket_dirs_of
+
+pytestmark = pytest.mark.kvm
+
+BUDGET = 80.0  # s for the whole file; create is walked fully whatever it takes
+_started = time.monotonic()
+
+
+def qemus_of(uuid: str) -> list[int]:
+    """Pids of QEMU processes started for domain `uuid` (its `-uuid` option)."""
+    needle = b"-uuid\0" + uuid.encode() + b"\0"
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    cmd = fh.read()
+            except OSError:
+                continue
+            if cmd.startswith(b"qemu-system") and needle in cmd:
+                pids.append(int(entry))
+    return pids
+
+
+@pytest.fixture
+def cli(root):
+    return Cli(root / "state")
+
+
+def payload(guest, uuid: str) -> str:
+    # stop_timeout 1: a guest still booting ignores the power button; the forced rung follows at once
+    return json.dumps({"uuid": uuid, "brand": "kvm", "kernel": str(guest / "vmlinuz"),
+                       "initrd": str(guest / "initramfs.cpio.gz"), "cmdline": "console=ttyS0 quiet panic=-1",
+                       "stop_timeout": 1})
+
+
+def walk(cli, guest, command: str, bystander: str, deadline: float | None) -> tuple[int, int]:
+    """Kill `eveadm COMMAND` at each of its points in turn, each time on a fresh domain, and check the
+    invariants. Returns (points, walked)."""
+    def fresh() -> tuple[str, list[str], str | None]:
+        uuid = str(_uuid.uuid4())
+        if command == "create":
+            return uuid, ["create"], payload(guest, uuid)
+        cli.create(json.loads(payload(guest, uuid)))
+        return uuid, [command, uuid], None
+
+    uuid, args, stdin = fresh()
+    points = trace(cli, args, stdin)
+    if command != "delete":
+        cli.ok("delete", uuid)
+    walked = 0
+    for point in points:
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        uuid, args, stdin = fresh()
+        killed_at(cli, point, args, stdin)
+        state = check_after_kill(cli, point, uuid, bystander, "running")
+        left = qemus_of(uuid)
+        if state in ("running", "paused"):
+            assert len(left) == 1, f"{point}: {state} with QEMU processes {left}"
+        else:
+            assert left == [], f"{point}: {state or 'gone'} but QEMU {left} is left"
+        usable_or_gone(cli, point, uuid, state)
+        assert qemus_of(uuid) == [], f"{point}: QEMU left after delete"
+        assert not [d for d in socket_dirs_of(cli.root) if (d / "owner").read_text().strip().endswith(uuid)], point
+        walked += 1
+    return len(points), walked
+
+
+@pytest.fixture
+def bystander(cli, guest):
+    dom = cli.create(json.loads(payload(guest, str(_uuid.uuid4()))))
+    yield dom
+    got = cli.json("get", dom["uuid"])
+    assert (got["state"], got["domain_id"]) == ("running", dom["domain_id"]), "the bystander was touched"
+    cli.ok("delete", dom["uuid"])
+
+
+def test_create_killed_at_every_point(cli, guest, bystander):
+    points, walked = walk(cli, guest, "create", bystander["uuid"], deadline=None)
+    assert points >= 10 and walked == points  # store, prepare, QEMU's start, create_paused, unpause
+
+
+@pytest.mark.parametrize("command", ["stop", "delete"])
+def test_stop_and_delete_killed_at_their_points(cli, guest, bystander, command):
+    points, walked = walk(cli, guest, command, bystander["uuid"], deadline=_started + BUDGET)
+    print(f"{command}: walked {walked} of {points} kill points within the budget")
+    assert points >= 3 and walked >= 1
