@@ -269,6 +269,15 @@ def command_in(argv: list[str]) -> str | None:
 # -- output ---------------------------------------------------------------------
 
 
+def one_line(text: str) -> str:
+    """A message as one printable line: a newline becomes a space, any other control or separator
+    character (which a user's argument may carry) is shown escaped, as Python writes it."""
+    text = text.replace("\n", " ")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -564,13 +573,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     except SystemExit as exc:  # argparse's --help
         return exc.code if isinstance(exc.code, int) else 0
-    except EveadmError as exc:
-        if args is not None and args.debug:
-            import traceback
-
-            traceback.print_exc()
-        msg = str(exc).replace("\n", " ")
-        sys.stderr.write(f"{PROG}: {msg}\n")
+    except EveadmError as exc:  # an error eveadm means: one line, with or without --debug
+        sys.stderr.write(f"{PROG}: {one_line(str(exc))}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
@@ -583,7 +587,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: still one line, unless --debug
         if args is not None and args.debug:
             raise
-        sys.stderr.write(f"{PROG}: internal error: {type(exc).__name__}: {exc} (run with --debug for details)\n")
+        sys.stderr.write(f"{PROG}: internal error: {type(exc).__name__}: {one_line(str(exc))} "
+                         "(run with --debug for details)\n")
         return 1
 
 

@@ -38,6 +38,7 @@ CPUS_RE = LazyPattern(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 MAC_RE = LazyPattern(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 PCI_RE = LazyPattern(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 IFNAME_RE = LazyPattern(r"^[A-Za-z0-9_.-]{1,15}$")
+DISK_ID_RE = LazyPattern(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ENV_KEY_RE = LazyPattern(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # Update modes: "live" applies at once; "restart" is stored and takes effect at the next start;
@@ -190,6 +191,8 @@ DISK_FIELDS = {
     "boot": _bool,
     "size": _int(1, 16 * 1024 * 1024),
     "preserve": _bool,
+    # a blank disk's stable name (given at create / add_disks): its data follows it, not its position
+    "id": _str(DISK_ID_RE, what="1-64 of A-Z a-z 0-9 _ . - (starting with a letter or digit)"),
 }
 NIC_FIELDS = {
     "mac": _str(MAC_RE, what="a lowercase MAC address like 02:00:00:aa:bb:cc"),
@@ -255,7 +258,7 @@ def _image(v, path, errs):
 
 def _brand(v, path, errs):
     known = backends.brands()
-    if v not in known:
+    if not isinstance(v, str) or v not in known:
         errs.append((path, "must be one of " + ", ".join(known)))
 
 
@@ -416,6 +419,7 @@ def _check_unique(items, key: str, prop: str, errs) -> None:
 
 def _check_all_unique(cfg: dict, errs) -> None:
     _check_unique(cfg.get("disks"), "path", "disks", errs)
+    _check_unique(cfg.get("disks"), "id", "disks", errs)
     _check_unique(cfg.get("nics"), "mac", "nics", errs)
     _check_unique(cfg.get("pci_devices"), "address", "pci_devices", errs)
 
@@ -461,6 +465,14 @@ def generate_mac() -> str:
     return "02:" + ":".join(f"{b:02x}" for b in os.urandom(5))
 
 
+def _with_id(d: dict) -> dict:
+    """A new blank disk (size, no path) gets an id. Not on a full `disks` replacement: a blank disk
+    kept from before may have its data under its position's name, which the backend still finds."""
+    if "size" in d and "path" not in d and "id" not in d:
+        d = {**d, "id": "blank-" + os.urandom(4).hex()}
+    return d
+
+
 def _normalize_disk(d: dict) -> dict:
     d = dict(d)
     d.setdefault("media", "disk")
@@ -491,7 +503,7 @@ def normalize(payload: dict) -> dict:
             cfg[key] = facts.defaults[key]
         elif prop.default is not None:
             cfg[key] = prop.default(cfg) if callable(prop.default) else prop.default
-    cfg["disks"] = [_normalize_disk(d) for d in cfg["disks"]]
+    cfg["disks"] = [_with_id(_normalize_disk(d)) for d in cfg["disks"]]
     cfg["nics"] = [_normalize_nic(n) for n in cfg["nics"]]
     return cfg
 
@@ -519,7 +531,7 @@ def apply_update(config: dict, payload: dict) -> tuple[dict, list[str]]:
         elif key == "remove_nics":
             new["nics"] = _remove_by(new.get("nics", []), value, "mac", "nic")
         elif key == "add_disks":
-            new["disks"] = new.get("disks", []) + [_normalize_disk(d) for d in value]
+            new["disks"] = new.get("disks", []) + [_with_id(_normalize_disk(d)) for d in value]
         elif key == "update_disks":
             new["disks"] = _update_by(new.get("disks", []), value, "path", "disk")
         elif key == "remove_disks":

@@ -347,7 +347,18 @@ class Store:
             os.pwrite(fd, json.dumps(holder).encode(), 0)
             yield
         finally:
+            self._drop_lock_of_gone(uuid, path, fd)
             os.close(fd)  # releases the flock
+
+    def _drop_lock_of_gone(self, uuid: str, path: str, fd: int) -> None:
+        """Holding the lock of a domain that has no record (deleted meanwhile, or a create that
+        failed before its record): remove the lock file, so none outlives its domain."""
+        try:
+            if self.db.execute("SELECT 1 FROM domains WHERE uuid=?", (uuid,)).fetchone() is None and \
+                    os.stat(path).st_ino == os.fstat(fd).st_ino:
+                os.unlink(path)
+        except (OSError, sqlite3.Error):
+            pass  # doctor finds what is left
 
     def is_locked(self, uuid: str) -> bool:
         try:

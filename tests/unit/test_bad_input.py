@@ -99,8 +99,25 @@ def test_unexpected_errors_never_show_a_traceback(cli):
     assert "state" in line
 
 
-def test_debug_shows_traceback(cli):
+def test_debug_shows_tracebacks_of_internal_errors_only(cli, tmp_path, monkeypatch, capsys):
     cli.root.parent.mkdir(parents=True, exist_ok=True)
     cli.root.write_text("not a directory")
-    proc = cli("--debug", "list")
-    assert proc.returncode == 1 and "Traceback" in proc.stderr
+    proc = cli("--debug", "list")                # an error eveadm means: one line, even with --debug
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+    proc = cli("list", "--debug")                # not the global option: a usage error, no traceback
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+    from eveadm import cli as cli_mod, node as node_mod
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(node_mod.Node, "list", broken)
+    root = str(tmp_path / "r2")
+    assert cli_mod.main(["--root", root, "list"]) == 1
+    assert "internal error: RuntimeError: a bug" in capsys.readouterr().err
+    try:
+        cli_mod.main(["--root", root, "--debug", "list"])
+    except RuntimeError:
+        pass  # --debug lets an internal error's traceback out
+    else:
+        raise AssertionError("--debug hid the internal error")

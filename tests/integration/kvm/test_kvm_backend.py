@@ -236,7 +236,7 @@ def test_a_socket_directory_someone_else_can_enter_is_refused(backend, make_dom,
     else:
         os.chown(socket_dir(dom), 65534, 65534)
     try:
-        with pytest.raises(PermanentError, match="is not a private directory"):
+        with pytest.raises(PermanentError, match="refusing state directory"):
             backend.create_paused(dom)
     finally:
         os.rmdir(socket_dir(dom))

@@ -23,8 +23,14 @@ from kvmtest import socket_dirs_of
 
 pytestmark = pytest.mark.kvm
 
-BUDGET = 80.0  # s for the whole file; create is walked fully whatever it takes
-_started = time.monotonic()
+BUDGET = 85.0  # s for the whole file; create is walked fully whatever it takes
+
+
+@pytest.fixture(scope="module")
+def file_started() -> float:
+    """When the first test of this file began (the budget's start; not import time: pytest imports
+    every file before it runs any)."""
+    return time.monotonic()
 
 
 def qemus_of(uuid: str) -> list[int]:
@@ -49,7 +55,8 @@ def cli(root):
 
 
 def payload(guest, uuid: str) -> str:
-    # stop_timeout 1: a guest still booting ignores the power button; the forced rung follows at once
+    # stop_timeout 1: the graceful rung is walked, and a guest still booting (it ignores the power
+    # button) costs 1 s before the forced rung
     return json.dumps({"uuid": uuid, "brand": "kvm", "kernel": str(guest / "vmlinuz"),
                        "initrd": str(guest / "initramfs.cpio.gz"), "cmdline": "console=ttyS0 quiet panic=-1",
                        "stop_timeout": 1})
@@ -81,6 +88,8 @@ def walk(cli, guest, command: str, bystander: str, deadline: float | None) -> tu
             assert len(left) == 1, f"{point}: {state} with QEMU processes {left}"
         else:
             assert left == [], f"{point}: {state or 'gone'} but QEMU {left} is left"
+        if state is not None:
+            cli.ok("update", uuid, "stop_timeout=0")  # the walked command had its graceful rung; save time
         usable_or_gone(cli, point, uuid, state)
         assert qemus_of(uuid) == [], f"{point}: QEMU left after delete"
         assert not [d for d in socket_dirs_of(cli.root) if (d / "owner").read_text().strip().endswith(uuid)], point
@@ -97,13 +106,13 @@ def bystander(cli, guest):
     cli.ok("delete", dom["uuid"])
 
 
-def test_create_killed_at_every_point(cli, guest, bystander):
+def test_create_killed_at_every_point(file_started, cli, guest, bystander):
     points, walked = walk(cli, guest, "create", bystander["uuid"], deadline=None)
     assert points >= 10 and walked == points  # store, prepare, QEMU's start, create_paused, unpause
 
 
 @pytest.mark.parametrize("command", ["stop", "delete"])
-def test_stop_and_delete_killed_at_their_points(cli, guest, bystander, command):
-    points, walked = walk(cli, guest, command, bystander["uuid"], deadline=_started + BUDGET)
+def test_stop_and_delete_killed_at_their_points(file_started, cli, guest, bystander, command):
+    points, walked = walk(cli, guest, command, bystander["uuid"], deadline=file_started + BUDGET)
     print(f"{command}: walked {walked} of {points} kill points within the budget")
     assert points >= 3 and walked >= 1

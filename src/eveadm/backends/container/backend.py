@@ -43,6 +43,13 @@ its mounts). container.runtime=crun forces crun (with the workaround if needed).
 
 status(): one `<rt> list` per runtime for all domains asked about, plus pid
 checks and conmon's exit files; nothing is written or waited for.
+
+Interrupted creates and doctor: every part of a container is where eveadm puts
+it by construction (parts.py: the runtime root per runtime, the UUID as
+container id, conmon's files in run_dir, the overlay on bundle/rootfs, the
+/eveadm/<uuid> cgroups), so status, destroy and release find them without
+dom.backend (lost when eveadm is SIGKILLed inside create_paused), and
+`orphans` finds them for UUIDs that have no record.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from __future__ import annotations
 import json
 import os
 import signal as _signal
+import stat
 import sys
 import time
 from pathlib import Path
@@ -400,19 +408,30 @@ class ContainerBackend(Backend):
         lower, cfg = self._image(dom, unpack=True)
         if not lower or not os.path.isdir(lower):
             raise PermanentError(f"image root filesystem {lower} is not a directory")
-        # owner-only: config.json holds the env; the domain's dirs hold its data and its log.
-        # `upper` keeps the default mode: overlayfs gives the container's / the mode of upper
+        # owner-only: config.json holds the env; the domain's dirs hold its data and its log
         for d in (dom.data_dir, dom.run_dir, p["bundle"], p["work"]):
             _private_dir(d)
-        for d in (p["upper"], p["rootfs"]):
-            d.mkdir(parents=True, exist_ok=True)
+        p["rootfs"].mkdir(exist_ok=True)
+        if not p["upper"].is_dir():
+            # overlayfs gives the container's / the mode and owner of `upper`: the image's own, not
+            # eveadm's umask (a program running as another user must enter /); the 0700 dir above
+            # keeps host users out
+            p["upper"].mkdir()
+            image_root = os.stat(lower)
+            os.chown(p["upper"], image_root.st_uid, image_root.st_gid)
+            os.chmod(p["upper"], stat.S_IMODE(image_root.st_mode))
         for disk in self._disks(dom):
-            if disk.get("source"):  # the volume itself keeps the default mode: the program sees it
+            made = None
+            if disk.get("source"):
                 _private_dir(p["volumes"])
-                Path(disk["source"]).mkdir(parents=True, exist_ok=True)
+                if not os.path.isdir(disk["source"]):
+                    made = Path(disk["source"])
             elif disk.get("size") and disk.get("path") and not os.path.exists(disk["path"]):
-                Path(disk["path"]).mkdir(parents=True)
+                made = Path(disk["path"])
                 dom.backend.setdefault("created_dirs", []).append(disk["path"])
+            if made is not None:
+                made.mkdir(parents=True)
+                os.chmod(made, 0o755)  # a volume is the program's, whatever user it runs as (docker's mode)
         _write_private(p["config"], json.dumps(self._spec(dom, lower, cfg), indent=2) + "\n")
         dom.backend.update(bundle=str(p["bundle"]), config=str(p["config"]), rootfs=str(p["rootfs"]),
                            lower=lower, log=str(p["log"]))

@@ -58,7 +58,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from ...errors import BackendError, BackendUnavailable, PermanentError
+from ...errors import BackendError, BackendUnavailable, EveadmError, PermanentError
 from ..base import ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN, Backend, Domain, Orphan, Status
 from ..host import last_output_line, pid_alive, wait_until, which
 from ..vm import cloudinit, disks, pci
@@ -157,8 +157,7 @@ class KvmBackend(Backend):
             if n > SUN_PATH_MAX:
                 raise PermanentError(f"socket path {p[key]} is {n} bytes, more than the {SUN_PATH_MAX} a unix "
                                      "socket allows: set EVEADM_KVM_SOCKET_DIR to a shorter directory")
-        _private_dir(p["sock_dir"].parent, parents=True)
-        _private_dir(p["sock_dir"])
+        _socket_dir(p["sock_dir"])
         # recorded before QEMU starts: release and doctor find the directory even if this command dies
         dom.backend["sock_dir"] = str(p["sock_dir"])
         _write_private(p["sock_owner"], os.path.abspath(dom.run_dir) + "\n")
@@ -644,26 +643,25 @@ def _check_readable(config: dict) -> None:
             raise PermanentError(f"kernel {why}")
 
 
-def _private_dir(path: Path, parents: bool = False) -> None:
-    """Make `path` a directory only this user can enter, or refuse one that is not: someone else's,
-    a symlink, or open to group/others (it holds the sockets that control QEMU)."""
-    if parents:
-        path.parent.mkdir(parents=True, exist_ok=True)
+def _socket_dir(path: Path) -> None:
+    """Make the domain's socket directory and its parent owner-only (0700), or refuse ones another user
+    could change (someone else's, a symlink, writable by others, under a directory not root's or ours)."""
+    from ... import privatedir
+
     try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise BackendError(f"cannot create {path}: {exc.strerror}") from None
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-        raise PermanentError(f"{path} is not a private directory of uid {os.geteuid()} (owner {st.st_uid}, "
-                             f"mode {stat.filemode(st.st_mode)}): remove it or set EVEADM_KVM_SOCKET_DIR")
+        for directory, ancestors in ((path.parent, True), (path, False)):
+            privatedir.ensure(str(directory), check_ancestors=ancestors)
+            os.chmod(directory, 0o700)  # checked ours just now; nobody else may even list the sockets
+    except privatedir.UnsafeDirectory as exc:
+        raise PermanentError(f"{exc}: remove it or set EVEADM_KVM_SOCKET_DIR") from None
+    except EveadmError as exc:
+        raise BackendError(str(exc)) from None
 
 
 def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as fh:
+    from ... import privatedir
+
+    with os.fdopen(privatedir.open_private(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w") as fh:
         fh.write(text)
 
 
@@ -674,10 +672,10 @@ def _socket_dir_owner(path: Path) -> str | None:
         st = os.lstat(path)
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
             return None
-        fd = os.open(path / "owner", os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path / "owner", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         with os.fdopen(fd) as fh:
             return fh.read(4096).strip() or None
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return None
 
 
