@@ -2,7 +2,8 @@
 # setup.sh [--tests] [--xen]: make this Debian machine ready to run eveadm (idempotent; run as root).
 #   - Debian packages: QEMU (software emulation works without KVM), qemu-img, genisoimage (cloud-init
 #     ISO), runc + crun, conmon (the per-container monitor), umoci (OCI image layouts)
-#   - a virtualenv at .venv with eveadm installed (editable) and, with --tests, pytest
+#   - a virtualenv at .venv with eveadm installed (editable) and, with --tests, pytest; eveadm linked
+#     into /usr/local/bin
 #   - the guest kernel + initramfs and the container root filesystem, built from Debian packages into
 #     $EVEADM_ARTIFACTS (default /var/cache/eveadm/artifacts); cached, so a rerun is quick
 #   - with --xen: the Xen 4.17 hypervisor + dom0 images for the real-Xen test stage
@@ -16,6 +17,7 @@ export EVEADM_ARTIFACTS=${EVEADM_ARTIFACTS:-/var/cache/eveadm/artifacts}
 [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (apt-get, QEMU, OCI runtimes)" >&2; exit 1; }
 
 PKGS="qemu-system-x86 qemu-utils genisoimage runc crun conmon umoci util-linux iproute2 procps"
+[ "$TESTS" = 1 ] && PKGS="$PKGS systemd"   # systemd-analyze verifies the shipped unit
 missing=""
 for p in $PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"; done
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$missing python3-venv"
@@ -31,6 +33,7 @@ if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 extras=""; [ "$TESTS" = 1 ] && extras="[test]"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras"
 .venv/bin/python -m compileall -q src >/dev/null   # start-up speed even where PYTHONDONTWRITEBYTECODE is set
+ln -sfn "$PWD/.venv/bin/eveadm" /usr/local/bin/eveadm   # on PATH, where contrib/eveadm-agent.service runs it
 
 scripts/build-guest.sh "$EVEADM_ARTIFACTS/guest"
 scripts/build-rootfs.sh "$EVEADM_ARTIFACTS/rootfs"
