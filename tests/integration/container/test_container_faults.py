@@ -30,9 +30,6 @@ from eveadm.errors import PermanentError
 from eveadm.store import Store
 
 LOOP = "trap 'exit 0' TERM; while true; do sleep 1 & wait; done"
-# tracing alone must not kill: faults.point compares EVEADM_FAULT with None when the variable is unset
-# (a point reached a 2nd time then matches); a point name that never occurs keeps the trace run alive
-TRACE_ONLY = {"EVEADM_FAULT": "no-such-point@1"}
 
 
 @pytest.fixture
@@ -95,7 +92,7 @@ def test_sigkill_at_each_point_of_a_create_leaves_no_orphan(ecli, rootfs, bystan
     create only (what differs between them), to keep the walk short."""
     create = ["create", "-j"]
     traced = payload(rootfs, ["/bin/sh", "-c", LOOP])
-    points = faultwalk.trace(ecli, create, json.dumps(dict(traced, alias="traced")), env=TRACE_ONLY)
+    points = faultwalk.trace(ecli, create, json.dumps(dict(traced, alias="traced")))
     ecli.ok("delete", "traced")
     backend_points = [p for p in points if p.startswith(("run:mount", "run:conmon", "backend.create_paused"))]
     assert len(backend_points) == 6, points  # mount, conmon (the runtime's create) and the primitive, each side
@@ -129,7 +126,7 @@ def test_signal_while_the_runtime_creates_leaves_no_orphan(ecli, rootfs, bystand
     trace = tmp_path / "trace"
     uuid = str(uuidlib.uuid4())
     proc = start_cli(ecli, "create", "-j", stdin_text=json.dumps(payload(rootfs, ["/bin/sh", "-c", LOOP], uuid=uuid)),
-                     env={**TRACE_ONLY, "EVEADM_FAULT_TRACE": str(trace)})
+                     env={"EVEADM_FAULT_TRACE": str(trace)})
     try:
         # polled every 2 ms: the runtime's create takes ~70 ms
         assert wait_until(lambda: trace.exists() and "run:conmon@1" in trace.read_text().split(), 20,
@@ -260,8 +257,7 @@ def test_an_unreadable_image_is_permanent(backend, cconfig, rootfs, make_domain,
 
 
 def test_a_missing_program_is_not_retried(ecli, rootfs):
-    # needs the engine to fail at once on PermanentError (lifecycle, the lead's); the retry delay is
-    # set long so that a retry shows as time
+    # the engine fails at once on PermanentError; a long retry delay makes any retry show as time
     t0 = time.monotonic()
     proc = ecli("create", "-j", input=json.dumps(payload(rootfs, ["/no/such/program"])),
                 env={"EVEADM_CREATE_RETRY_DELAY": "5"})
