@@ -118,3 +118,16 @@ def test_the_python_api_refuses_values_json_has_not(tmp_path):
     with pytest.raises(eveadm.ValidationError):
         node.update(dom["uuid"], {"set_tags": {"a": {1, 2}}})
     assert [d["uuid"] for d in node.list()] == [dom["uuid"]]
+
+
+def test_blank_disks_get_stable_ids_when_added(tmp_path):
+    import eveadm
+
+    node = eveadm.Node(root=tmp_path)
+    dom = node.create({"brand": "null", "disks": [{"size": 1}, {"size": 2, "id": "mine"}]})
+    first, given = dom["disks"]
+    assert first["id"].startswith("blank-") and given["id"] == "mine"
+    added = node.update(dom["uuid"], {"add_disks": [{"size": 3}]})["domain"]["disks"]
+    assert [d["id"] for d in added[:2]] == [first["id"], "mine"] and added[2]["id"].startswith("blank-")
+    with pytest.raises(eveadm.ValidationError, match="used twice"):
+        node.update(dom["uuid"], {"add_disks": [{"size": 1, "id": "mine"}]})

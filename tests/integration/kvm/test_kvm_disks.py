@@ -135,6 +135,7 @@ def test_kept_disks_of_the_old_layout_are_adopted_not_made_anew(tmp_path):
     source.write_bytes(b"SOURCE" * 100)
     ctx = BackendContext(tmp_path / "root")
     dom = domain(tmp_path, [{"path": str(source), "preserve": True}, {"size": 1}])
+    dom.config["disks"][1].pop("id")  # a record from before blank disks had ids
     planned = disks.plan(dom)
     old_dir = disks.disk_dir(dom)
     old_dir.mkdir(parents=True)

@@ -127,7 +127,7 @@ def spawn(ctx, command: list[str], files: RunFiles, timeout: float = HANDSHAKE_T
         # cwd: conmon also drops an `oom` file in its working directory
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, pass_fds=(write_fd,), cwd=files.run_dir,
-                                env=dict(os.environ, **env))
+                                env=dict(os.environ, **env), umask=0o077)  # its exit/oom files: owner-only
     except FileNotFoundError:
         os.close(read_fd)
         raise BackendUnavailable(INSTALL_HINT) from None
