@@ -9,7 +9,12 @@
    (`python3 -c pass`) + 50 ms, the target.
    Also the memory of each container's monitor (conmon): VmRSS and RssAnon
    from /proc/PID/status, read while the container runs.
-2. Throughput: N containers created with P commands in parallel, eveadm against
+2. One nic's cost: the backend's prepare -> ready line of a container with one
+   nic (a veth on a bridge, an address from host-local through the CNI plugins)
+   against none, interleaved in the same run; target: <= 30 ms more. Measured
+   in a network namespace the bench creates (a bridge with 10.78.0.1/24), by
+   this script re-run under `nsenter --net` (--nic-child).
+3. Throughput: N containers created with P commands in parallel, eveadm against
    the runtime by hand.
 
     python3 bench/container.py [--runtime auto|runc|crun] [--runs 11] [-n 20] [-p 4]
@@ -35,6 +40,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 MARK = "EVEADM-BENCH-READY"
+NIC_BRIDGE = "evbench0"  # in the bench's own network namespace
 CMD = ["/bin/sh", "-c", f"echo {MARK}; trap 'exit 0' TERM; while true; do sleep 1 & wait; done"]
 
 
@@ -100,7 +106,7 @@ class Bench:
             raise SystemExit(f"bench: eveadm delete {uuid} failed: {proc.stderr.strip()}")
 
     # -- the backend alone (in this process: no CLI start-up, no engine) --------------
-    def backend_create(self, alias: str) -> tuple[float, object]:
+    def backend_create(self, alias: str, nics: list | None = None) -> tuple[float, object]:
         """(seconds from prepare until the line is in the log, domain): the container backend's own part."""
         import uuid as uuidlib
 
@@ -113,7 +119,7 @@ class Bench:
             self.lib = ContainerBackend(BackendContext(root))
         uid = str(uuidlib.uuid4())
         config = {"uuid": uid, "brand": "container", "alias": alias, "vcpus": 1, "ram": 64, "disks": [],
-                  "nics": [], "image": str(self.rootfs), "cmd": CMD, "env": {}, "terminal": False,
+                  "nics": nics or [], "image": str(self.rootfs), "cmd": CMD, "env": {}, "terminal": False,
                   "readonly_root": False, "cloud_init": {}}
         dom = Domain(uid, config, {}, root / "domains" / uid, root / "run" / uid)
         t0 = time.perf_counter()
@@ -153,6 +159,10 @@ class Bench:
         spec = json.loads(subprocess.run(self.eveadm + ["validate", "create", "-f", str(pfile), "--render"],
                                          env=self.env, capture_output=True, text=True, check=True).stdout)
         spec["root"]["path"] = str(rootfs)
+        for mount in spec["mounts"]:  # files eveadm writes at prepare: the same by hand
+            if mount["type"] == "bind" and not os.path.exists(mount["source"]):
+                mount["source"] = str(self.tmp / f"hand-{os.path.basename(mount['source'])}")
+                Path(mount["source"]).write_text("{}\n")
         spec["linux"]["cgroupsPath"] = "/eveadm-bench/hand"
         self.spec = spec
         (self.bundle / "config.json").write_text(json.dumps(spec))
@@ -231,6 +241,39 @@ class Bench:
             self.hand_delete(cid)
         return {"eveadm": ev, "hand": hand}
 
+    def nic_cost(self) -> dict:
+        """{"none": (median, best), "nic": (median, best)} in s: this script under `nsenter --net` of a
+        namespace made for it, so every veth and address stays inside."""
+        import secrets
+
+        ns = f"eveadm-bench-{secrets.token_hex(4)}"
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        try:
+            for argv in (["link", "set", "lo", "up"], ["link", "add", NIC_BRIDGE, "type", "bridge"],
+                         ["addr", "add", "10.78.0.1/24", "dev", NIC_BRIDGE], ["link", "set", NIC_BRIDGE, "up"]):
+                subprocess.run(["ip", "-n", ns, *argv], check=True)
+            child = ["nsenter", f"--net=/run/netns/{ns}", "--", sys.executable, __file__, "--nic-child",
+                     "--runs", str(self.args.runs), "--runtime", self.args.runtime]
+            proc = subprocess.run(child, env=self.env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"bench: the nic measurement failed: {proc.stderr.strip()}")
+            rows = json.loads(proc.stdout.strip().splitlines()[-1])
+        finally:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        return {k: (statistics.median(v), min(v)) for k, v in rows.items()}
+
+    def nic_child(self) -> None:
+        """(in the bench's namespace) interleaved backend creates with no nic and with one; JSON rows."""
+        rows = {"none": [], "nic": []}
+        nic = [{"bridge": NIC_BRIDGE, "mac": "02:00:00:78:00:02"}]
+        for i in range(self.args.runs + 1):  # the first pair warms up (runtime probe, page cache)
+            for key, nics in (("none", None), ("nic", nic)):
+                t, dom = self.backend_create(f"{key}{i}", nics)
+                self.backend_delete(dom)
+                if i:
+                    rows[key].append(t)
+        print(json.dumps(rows))
+
     def cleanup(self) -> None:
         # domains a failed run left behind: their containers, conmons and overlay mounts outlive the run
         proc = subprocess.run(self.eveadm + ["list", "-j"], env=self.env, capture_output=True, text=True)
@@ -261,8 +304,15 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=11)
     ap.add_argument("-n", type=int, default=20, help="containers in the parallel run")
     ap.add_argument("-p", type=int, default=4, help="commands in parallel")
+    ap.add_argument("--nic-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     b = Bench(args)
+    if args.nic_child:
+        try:
+            b.nic_child()
+        finally:
+            shutil.rmtree(b.tmp, ignore_errors=True)
+        return 0
     try:
         b.setup_hand()
         wrap = " (unshare workaround)" if b.rt.wrap else ""
@@ -288,6 +338,11 @@ def main() -> int:
             over, target = v["ev_ready"] - v["hand_ready"], v["interp"] + 50
             print(f"  eveadm overhead ({name}): {over:.1f} ms; target < interpreter + 50 ms = {target:.1f} ms: "
                   f"{'met' if over < target else 'NOT met'}")
+        nic = {k: (v[0] * 1000, v[1] * 1000) for k, v in b.nic_cost().items()}
+        print(f"  {'backend alone, no nic -> ready line':38s}{nic['none'][0]:7.1f}ms{nic['none'][1]:7.1f}ms")
+        print(f"  {'backend alone, one nic -> ready line':38s}{nic['nic'][0]:7.1f}ms{nic['nic'][1]:7.1f}ms")
+        extra = nic["nic"][0] - nic["none"][0]
+        print(f"  one nic costs (median): {extra:.1f} ms; target <= 30 ms: {'met' if extra <= 30 else 'NOT met'}")
         par = b.parallel()
         print(f"{args.n} containers, {args.p} commands in parallel:")
         print(f"  by hand {par['hand']:6.2f} s   eveadm {par['eveadm']:6.2f} s   "

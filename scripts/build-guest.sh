@@ -27,8 +27,14 @@
 #                              16 bytes>` then write `WRITTEN-BY-GUEST` there; then `EVEADM-DISKS-DONE`
 #   eveadm.cidata              mount the NoCloud cdrom (virtio-scsi) and print
 #                              `EVEADM-CIDATA <volume label> <first line of user-data>`
+#                              and, when meta-data names one, `EVEADM-GUEST-HOSTNAME <local-hostname>`
 #   eveadm.panic               print `EVEADM-GUEST-PANIC` after the ready line, then panic the
 #                              kernel (`echo c > /proc/sysrq-trigger`)
+#   eveadm.net                 load virtio_net (+ failover, net_failover), bring up eth0 and ask for
+#                              an address with busybox udhcpc; print `EVEADM-GUEST-IP eth0 <addr>/<prefix>`
+#                              when bound, `EVEADM-GUEST-NO-IP eth0` when no server answered
+#   eveadm.ip=<addr>/<prefix>  (with eveadm.net) a static address instead of DHCP, printed the same way;
+#                              eveadm.gw=<addr> adds the default route
 #
 # Host tools: apt-get, apt-cache, dpkg-deb, tar, gzip (busybox provides cpio).
 set -eu
@@ -80,7 +86,8 @@ for m in drivers/input/evdev drivers/acpi/button \
          drivers/virtio/virtio drivers/virtio/virtio_ring drivers/virtio/virtio_pci_legacy_dev \
          drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci drivers/block/virtio_blk \
          drivers/scsi/scsi_common drivers/scsi/scsi_mod drivers/cdrom/cdrom drivers/scsi/sr_mod \
-         drivers/scsi/virtio_scsi fs/isofs/isofs drivers/misc/pvpanic/pvpanic drivers/misc/pvpanic/pvpanic-mmio; do
+         drivers/scsi/virtio_scsi fs/isofs/isofs drivers/misc/pvpanic/pvpanic drivers/misc/pvpanic/pvpanic-mmio \
+         net/core/failover drivers/net/net_failover drivers/net/virtio_net; do
     cp "$MODS/$m.ko" "$R/lib/modules/"
 done
 
@@ -96,6 +103,27 @@ printf '#!/bin/sh\nexec /bin/busybox poweroff -f\n' > "$R"/sbin/poweroff
 printf '#!/bin/sh\nexec /bin/busybox reboot -f\n' > "$R"/sbin/reboot
 chmod 755 "$R"/etc/acpi/PWRF/00000080 "$R"/sbin/poweroff "$R"/sbin/reboot
 
+# udhcpc's event script (what busybox's examples/udhcp/simple.script does, IPv4 only): set the
+# address and the default route, then say the address on the console
+mkdir -p "$R"/etc/udhcpc
+cat > "$R"/etc/udhcpc/default.script <<'SH'
+#!/bin/sh
+case "$1" in
+deconfig)
+    ip -4 addr flush dev "$interface"
+    ip link set dev "$interface" up
+    ;;
+bound|renew)
+    ip -4 addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+    for r in $router; do ip route replace default via "$r" dev "$interface"; break; done
+    echo "EVEADM-GUEST-IP $interface $ip/$mask" > /dev/console
+    ;;
+esac
+exit 0
+SH
+chmod 755 "$R"/etc/udhcpc/default.script
+
 cat > "$R"/init <<'INIT'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -105,6 +133,8 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 CMDLINE=" $(cat /proc/cmdline) "
 has() { case "$CMDLINE" in *" $1 "*) return 0 ;; esac; return 1; }
+# value of a `key=value` word of the cmdline (empty when absent)
+arg() { for w in $CMDLINE; do case "$w" in "$1="*) echo "${w#*=}"; return ;; esac; done; }
 mods() { for m in "$@"; do insmod /lib/modules/$m.ko 2>/dev/null; done; }
 
 mods pvpanic pvpanic-mmio
@@ -124,7 +154,7 @@ else
 fi
 echo "EVEADM-GUEST-READY uptime=$(cut -d' ' -f1 /proc/uptime)"
 
-if has eveadm.vda || has eveadm.cidata; then
+if has eveadm.vda || has eveadm.cidata || has eveadm.net; then
     mods virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
 fi
 if has eveadm.vda; then
@@ -146,9 +176,28 @@ if has eveadm.cidata; then
         # ISO 9660 volume id: 32 bytes at offset 40 of the primary volume descriptor (sector 16)
         LABEL=$(dd if=/dev/sr0 bs=1 skip=32808 count=32 2>/dev/null | tr -d ' ')
         echo "EVEADM-CIDATA $LABEL $(head -n 1 /mnt/user-data)"
+        HN=$(sed -n 's/^local-hostname: *//p' /mnt/meta-data | head -n 1)
+        [ -n "$HN" ] && hostname "$HN" && echo "EVEADM-GUEST-HOSTNAME $HN"
         umount /mnt
     else
         echo "EVEADM-CIDATA-MISSING"
+    fi
+fi
+if has eveadm.net; then
+    mods failover net_failover virtio_net
+    for i in $(seq 50); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done
+    ip link set dev lo up
+    ip link set dev eth0 up
+    STATIC=$(arg eveadm.ip)
+    if [ -n "$STATIC" ]; then
+        ip addr add "$STATIC" dev eth0
+        GW=$(arg eveadm.gw)
+        [ -n "$GW" ] && ip route add default via "$GW" dev eth0
+        echo "EVEADM-GUEST-IP eth0 $STATIC"
+    else
+        # -q: quit once bound (the address stays); -n: give up after the tries instead of backgrounding
+        udhcpc -i eth0 -s /etc/udhcpc/default.script -q -n -t 20 -T 1 -x hostname:"$(hostname)" >/dev/null 2>&1 ||
+            echo "EVEADM-GUEST-NO-IP eth0"
     fi
 fi
 if has eveadm.panic; then

@@ -1,7 +1,8 @@
 #!/bin/bash
 # setup.sh [--tests] [--xen]: make this Debian machine ready to run eveadm (idempotent; run as root).
 #   - Debian packages: QEMU (software emulation works without KVM), qemu-img, genisoimage (cloud-init
-#     ISO), runc + crun, conmon (the per-container monitor), umoci (OCI image layouts)
+#     ISO), runc + crun, conmon (the per-container monitor), umoci (OCI image layouts), dnsmasq-base +
+#     nftables + the CNI plugins (networks)
 #   - a virtualenv at .venv with eveadm installed (editable) and, with --tests, pytest; eveadm linked
 #     into /usr/local/bin
 #   - the guest kernel + initramfs and the container root filesystem, built from Debian packages into
@@ -17,7 +18,8 @@ export EVEADM_ARTIFACTS=${EVEADM_ARTIFACTS:-/var/cache/eveadm/artifacts}
 [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (apt-get, QEMU, OCI runtimes)" >&2; exit 1; }
 
 PKGS="qemu-system-x86 qemu-utils genisoimage runc crun conmon umoci util-linux iproute2 procps"
-[ "$TESTS" = 1 ] && PKGS="$PKGS systemd"   # systemd-analyze verifies the shipped unit
+PKGS="$PKGS dnsmasq-base nftables containernetworking-plugins"   # networks: DHCP/DNS, NAT, container veths
+[ "$TESTS" = 1 ] && PKGS="$PKGS systemd iputils-ping"   # systemd-analyze verifies the unit; ping in netns tests
 missing=""
 for p in $PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"; done
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$missing python3-venv"

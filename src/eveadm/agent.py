@@ -49,12 +49,24 @@ class Agent:
             self.log(f"{why}: {dom['uuid']}: {exc}")
             return False
 
+    def networks_up(self) -> None:
+        """Remake what a stored network lost (its bridge, dnsmasq, NAT rule): at start, after a host
+        reboot, and at every tick, e.g. a dnsmasq that died. Reads only when all is there."""
+        try:
+            for name, remade in self.node.network_up().items():
+                if remade:
+                    self.log(f"network {name}: remade {', '.join(remade)}")
+        except EveadmError as exc:
+            self.log(f"networks: {exc}")
+
     def boot_all(self) -> None:
+        self.networks_up()  # before the domains that need them
         for dom in self.node.list():
             if dom.get("autoboot") and dom["state"] in ("stopped", "failed", "paused"):
                 self._start(dom, "boot")
 
     def tick(self) -> None:
+        self.networks_up()
         now = time.time()
         before = {k: list(v) for k, v in self.backoff.items()}
         for dom in self.node.list():

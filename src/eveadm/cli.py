@@ -162,6 +162,15 @@ def _args_doctor(p):
     _json_flag(p)
 
 
+def _args_network(p):
+    p.add_argument("action", choices=["create", "list", "get", "update", "delete", "up", "leases"])
+    p.add_argument("name", nargs="?", help="the network (get, update, delete, leases; up: one network)")
+    p.add_argument("assignments", nargs="*", metavar="key=value", help="update: uplink=, dns=a,b, mtu=")
+    p.add_argument("-f", "--file", help="create/update: JSON payload file (- or absent: stdin)")
+    p.add_argument("-H", dest="no_header", action="store_true", help="list: no header line")
+    _json_flag(p)
+
+
 def _args_agent(p):
     p.add_argument("--interval", type=_seconds, default=5.0, help="seconds between verifications (default 5)")
     p.add_argument("--boot-retry", type=_seconds, default=600.0, help="retry failed boots after (default 600)")
@@ -226,6 +235,15 @@ COMMANDS = {
   eveadm pci assignable-remove 0000:00:04.0 --brand kvm"""),
     "doctor": ((), "find (and with --fix repair) drift between records and reality", _args_doctor,
                "examples:\n  eveadm doctor\n  eveadm doctor --fix -j"),
+    "network": ((), "networks domains' nics attach to: switch (a bridge) or local (subnet, DHCP, DNS, NAT)",
+                _args_network, """examples:
+  eveadm network create -f lan.json      # {"name":"lan","type":"local","subnet":"10.20.0.0/24"}
+  eveadm network list
+  eveadm network get lan
+  eveadm network update lan mtu=1400 dns=192.0.2.53
+  eveadm network delete lan              # refused (exit 5) while a domain's nic names it
+  eveadm network up                      # recreate bridges, dnsmasq, NAT rules after a reboot
+  eveadm network leases lan -j           # {mac: ip} from dnsmasq"""),
     "agent": ((), "supervise: boot autoboot domains, restart crashed ones, retry failed boots", _args_agent,
               "examples:\n  eveadm agent                  # foreground; see contrib/eveadm-agent.service"),
     "completion": ((), "print a shell completion script (bash, zsh, fish)", _args_completion,
@@ -533,6 +551,75 @@ def cmd_doctor(args, node) -> int:
     emit({"findings": findings, "fixed": bool(args.fix and findings)}, args.json,
          lambda r: "".join(line + "\n" for line in r["findings"]))
     return 1 if findings and not args.fix else 0
+
+
+NETWORK_COLUMNS = (("NAME", "name"), ("TYPE", "type"), ("BRIDGE", "bridge"), ("SUBNET", "subnet"),
+                   ("GATEWAY", "gateway"), ("MTU", "mtu"), ("STATE", "state"), ("DOMAINS", "domains"))
+
+
+def _network_row(net: dict) -> list[str]:
+    state = "up" if net.get("up") else "down"
+    values = {**net, "state": state, "domains": str(len(net.get("domains") or []))}
+    return ["-" if values.get(key) in (None, "") else str(values[key]) for _, key in NETWORK_COLUMNS]
+
+
+def _network_table(nets: list[dict], header: bool = True) -> str:
+    rows = ([[title for title, _ in NETWORK_COLUMNS]] if header else []) + [_network_row(n) for n in nets]
+    if not rows:
+        return ""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(NETWORK_COLUMNS))]
+    return "".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() + "\n" for r in rows)
+
+
+def cmd_network(args, node) -> int:
+    action, name = args.action, args.name
+    needs_name = ("get", "update", "delete", "leases")
+    if action in needs_name and not name:
+        raise UsageError(f"network {action} needs a network name")
+    if action not in needs_name + ("up",) and name:
+        raise UsageError(f"network {action} takes no name (got {name!r})")
+    if args.assignments and action != "update":
+        raise UsageError(f"network {action} takes no key=value pairs")
+    if action == "create":
+        net = node.network_create(read_payload(args.file))
+        say(f"Successfully created network {net['name']} (bridge {net['bridge']})")
+        emit(net, args.json)
+    elif action == "list":
+        nets = node.network_list()
+        emit(nets, args.json, lambda ns: _network_table(ns, header=not args.no_header))
+    elif action == "get":
+        emit(node.network_get(name), True)  # JSON with or without -j, as `get`
+    elif action == "update":
+        if args.file is not None and args.assignments:
+            raise UsageError("give either -f FILE or key=value pairs, not both")
+        if args.assignments:
+            from .network.spec import coerce_cli_value
+
+            payload = {}
+            for item in args.assignments:
+                key, sep, value = item.partition("=")
+                if not sep or not key:
+                    raise UsageError(f"expected key=value, got {item!r}")
+                payload[key] = coerce_cli_value(key, value)
+        else:
+            payload = read_payload(args.file)
+        result = node.network_update(name, payload)
+        say(f"Successfully updated network {name}" + (f": {', '.join(result['changed'])}" if result["changed"]
+                                                      else " (nothing changed)"))
+        emit(result, args.json)
+    elif action == "delete":
+        removed = node.network_delete(name)
+        say(f"Successfully deleted network {name}")
+        emit({"name": name, "removed": removed}, args.json)
+    elif action == "up":
+        made = node.network_up(name)
+        for net, what in made.items():
+            say(f"network {net}: " + (f"remade {', '.join(what)}" if what else "up"))
+        emit(made, args.json)
+    elif action == "leases":
+        emit(node.network_leases(name), args.json,
+             lambda ls: "".join(f"{mac}  {ip}\n" for mac, ip in sorted(ls.items())))
+    return 0
 
 
 def cmd_agent(args, node) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal as _signal
 import time
+from contextlib import ExitStack, contextmanager
 
 from . import faults, interrupts, privatedir, schema
 from .backends import CONTAINER, brands
@@ -66,6 +67,7 @@ STOP_LADDER = (
     Rung("destroy", "stop.destroyed", lambda b, dom, t: b.destroy(dom, t), "destroy_timeout", 10, False),
 )
 STOPPED_BY_EVEADM = "stopped by eveadm"
+NETWORKS_LOCK = "networks"  # the lock held while any network is added, changed or removed
 IMPATIENT_BUDGET = 6  # s: delete's cap on every rung (domainmgr's impatient doInactivate, shortened)
 
 
@@ -170,6 +172,8 @@ class Engine:
         if not schema.is_empty(report):
             return report, None
         cfg = schema.normalize(payload)
+        for path, msg in self._nic_problems(cfg):
+            report["bad_values"].append({"property": path, "message": msg})
         for path, msg in self.backend(cfg["brand"]).validate(cfg):
             report["bad_values"].append({"property": path, "message": msg})
         return report, cfg
@@ -201,7 +205,8 @@ class Engine:
                 raise Conflict(f"domain {uuid} already exists")
             rec = Record(uuid, cfg.get("alias"), cfg["brand"], "provisioning", cfg,
                          {"tried_count": 0, "boot_failed": False}, {}, 0, 0)
-            self.store.insert(rec, ("create", {"brand": cfg["brand"], "paused": paused}))
+            with self._nic_networks_held(cfg, "create"):
+                self.store.insert(rec, ("create", {"brand": cfg["brand"], "paused": paused}))
             if paused or cfg.get("autoboot", True):
                 self._boot(rec, activate=not paused)
             else:
@@ -515,6 +520,9 @@ class Engine:
             self._raise_report(schema.check_update(payload, rec.brand), "update")
             new, changed = schema.apply_update(rec.config, payload)
             full = schema.check_create({k: v for k, v in new.items()})
+            if schema.is_empty(full) and "nics" in changed:
+                for path, msg in self._nic_problems(new):
+                    full["bad_values"].append({"property": path, "message": msg})
             if schema.is_empty(full):
                 for path, msg in self.backend(rec.brand).validate(new):
                     full["bad_values"].append({"property": path, "message": msg})
@@ -530,7 +538,8 @@ class Engine:
                 rec.runtime["pending_restart"] = sorted(set(rec.runtime.get("pending_restart") or []) | set(restart))
             rec.config = new
             rec.alias = new.get("alias")
-            self.store.save(rec, [("update", {"changed": changed, "live": live, "restart": restart})])
+            with self._nic_networks_held(new if "nics" in changed else {}, "update"):
+                self.store.save(rec, [("update", {"changed": changed, "live": live, "restart": restart})])
             return rec, live, restart
 
     # -- truth on read -------------------------------------------------------------------------
@@ -625,6 +634,12 @@ class Engine:
         self.reconcile(recs)
         return recs
 
+    def nic_addresses(self, rec: Record) -> list[str | None]:
+        """The addresses of an active domain's nics (see Backend.nic_addresses); [] when not running."""
+        if rec.state not in ACTIVE or not rec.config.get("nics"):
+            return []
+        return self._quietly(self.backend(rec.brand).nic_addresses, self.domain(rec)) or []
+
     def info(self, ident: str) -> dict:
         rec = self.get(ident)
         backend = self.backend(rec.brand)
@@ -675,6 +690,7 @@ class Engine:
                         if rec.state == "failed" and self._present(rec):
                             self._stop(rec, force=True, timeout=0)
         findings += self._leftovers(fix)
+        findings += self._network_leftovers(fix)
         return findings
 
     def _leftovers(self, fix: bool) -> list[str]:
@@ -715,7 +731,185 @@ class Engine:
         return found
 
     def _known(self) -> set[str]:
-        return {uuid for uuid, _ in self.store.names()}
+        """The lock and directory names of what the store has: domains' uuids and networks' lock names."""
+        from .network import LOCK_PREFIX
+
+        return {uuid for uuid, _ in self.store.names()} | {NETWORKS_LOCK} | {
+            LOCK_PREFIX + n["name"] for n in self.store.networks()}
+
+    def _network_leftovers(self, fix: bool) -> list[str]:
+        """dnsmasq processes, nft rules, bridges and state directories eveadm made for networks it no
+        longer has (each carries this state root's mark: nothing else is touched)."""
+        from .network import host as nethost
+        from .network import state_dir
+
+        found = []
+        stored = {n["name"] for n in self.store.networks()}
+        try:
+            leftovers = nethost.leftovers(self.ctx, stored)
+        except EveadmError as exc:
+            return [f"network: cannot look for leftovers: {exc}"]
+        for item in leftovers:
+            found.append(f"network: {item.describe()}: made by eveadm for a network it does not have")
+            if fix:
+                err = self._try(item.remove)
+                if err:
+                    found.append(f"network: could not remove {item.describe()}: {err}")
+        parent = os.path.dirname(state_dir(self.ctx.root_dir, "x"))
+        if os.path.isdir(parent):
+            for name in sorted(os.listdir(parent)):
+                if name not in stored:
+                    found.append(f"{os.path.join(parent, name)}: left over from a deleted network")
+                    if fix:
+                        import shutil
+
+                        shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+        return found
+
+    # -- networks ---------------------------------------------------------------------------------
+    def _nic_problems(self, cfg: dict) -> list:
+        """Nics naming a network that is not stored, an address outside its subnet, or a bridge that
+        is not on the host (for brands wired to the host)."""
+        from .network import spec as netspec
+
+        nics = cfg.get("nics") or []
+        if not nics:
+            return []
+        names = {n.get("network") for n in nics if isinstance(n, dict)} - {None}
+        networks = {n["name"]: n for n in self.store.networks()} if names else {}
+        errs = netspec.check_nics(nics, networks, cfg["brand"])
+        if not errs and any(isinstance(n, dict) and n.get("network") and n.get("ip") for n in nics):
+            taken = {(n["network"], n["ip"].split("/")[0]): rec.alias or rec.uuid
+                     for rec in self.store.all() if rec.uuid != cfg.get("uuid")
+                     for n in rec.config.get("nics") or [] if n.get("network") and n.get("ip")}
+            errs += netspec.check_static_addresses(nics, taken)
+        return errs
+
+    @contextmanager
+    def _nic_networks_held(self, cfg: dict, what: str):
+        """Hold the locks of the networks cfg's nics name, and check they still exist, while the record
+        is written: a `network delete` (which holds the same lock) then sees the new user or wins."""
+        names = sorted({n.get("network") for n in cfg.get("nics") or [] if isinstance(n, dict)} - {None})
+        with ExitStack() as held:
+            for name in names:
+                held.enter_context(self._network_lock(name))
+                if self.store.network(name) is None:
+                    report = schema.empty_report()
+                    report["bad_values"].append({"property": "nics", "message": f"network {name} was just deleted"})
+                    self._raise_report(report, what)
+            yield
+
+    def _network_lock(self, name: str):
+        from .network import LOCK_PREFIX
+
+        return self.store.lock(LOCK_PREFIX + name, self.lock_timeout, f"eveadm network ... {name}")
+
+    def _networks_lock(self):
+        """Held while networks are added, changed or removed: subnets are checked against all others."""
+        return self.store.lock(NETWORKS_LOCK, self.lock_timeout)
+
+    def network_load(self, name: str) -> dict:
+        cfg = self.store.network(name)
+        if cfg is None:
+            known = ", ".join(n["name"] for n in self.store.networks()) or "none"
+            raise NotFound(f"network {name} not found (networks: {known})")
+        return cfg
+
+    def network_users(self, name: str) -> list[Record]:
+        return [rec for rec in self.store.all()
+                if any(isinstance(n, dict) and n.get("network") == name for n in rec.config.get("nics") or [])]
+
+    def network_create(self, payload) -> dict:
+        from .network import host as nethost
+        from .network import spec as netspec
+
+        with self._networks_lock():
+            existing = self.store.networks()
+            report = netspec.check_create(payload, existing)
+            self._raise_report(report, "network")
+            if any(n["name"] == payload["name"] for n in existing):
+                raise Conflict(f"network {payload['name']} already exists")
+            cfg = netspec.normalize(payload, existing)
+            with self._network_lock(cfg["name"]):
+                try:
+                    nethost.bring_up(self.ctx, cfg)
+                except (EveadmError, OSError) as exc:
+                    self._quietly(nethost.tear_down, self.ctx, cfg)  # nothing half-made stays
+                    raise BackendError(f"network {cfg['name']}: {exc}") from None
+                self.store.network_insert(cfg, ("network.create", {"network": cfg}))
+        return cfg
+
+    def network_get(self, name: str) -> dict:
+        from .network import host as nethost
+
+        cfg = self.network_load(name)
+        out = dict(cfg)
+        try:
+            out.update(nethost.status(self.ctx, cfg))
+        except EveadmError as exc:
+            self.warnings.append(f"cannot read network {name} on the host: {exc}")
+        out["domains"] = [rec.uuid for rec in self.network_users(name)]
+        return out
+
+    def network_list(self) -> list[dict]:
+        return [self.network_get(cfg["name"]) for cfg in self.store.networks()]
+
+    def network_update(self, name: str, payload) -> tuple[dict, list[str]]:
+        from .network import host as nethost
+        from .network import spec as netspec
+
+        with self._networks_lock(), self._network_lock(name):
+            cfg = self.network_load(name)
+            self._raise_report(netspec.check_update(cfg, payload, self.store.networks()), "network update")
+            new = netspec.apply_update(cfg, payload)
+            changed = sorted(k for k in netspec.UPDATABLE if new.get(k) != cfg.get(k))
+            if not changed:
+                return cfg, []
+            if "uplink" in changed and cfg.get("uplink"):
+                nethost.release_uplink(self.ctx, cfg, cfg["uplink"])
+            if new["type"] == "local" and ({"dns", "mtu"} & set(changed)):
+                nethost.stop_dnsmasq(self.ctx.root_dir, name)  # its arguments changed: start it anew
+            nethost.bring_up(self.ctx, new)
+            if "mtu" in changed and "mtu" not in new:
+                self.warnings.append(f"network {name}: the bridge keeps its MTU until the network is made again")
+            self.store.network_save(new, ("network.update", {"changed": changed}))
+            return new, changed
+
+    def network_delete(self, name: str) -> list[str]:
+        from .network import host as nethost
+
+        with self._networks_lock(), self._network_lock(name):
+            cfg = self.network_load(name)
+            users = self.network_users(name)
+            if users:
+                named = ", ".join(rec.alias or rec.uuid for rec in users)
+                raise Conflict(f"network {name} is used by {len(users)} domain(s): {named}")
+            removed = nethost.tear_down(self.ctx, cfg)
+            self.store.network_remove(name, ("network.delete", {"removed": removed}))
+        return removed
+
+    def network_up(self, name: str | None = None) -> dict[str, list[str]]:
+        """Recreate what the store's networks need on the host (after a reboot, a dnsmasq that died,
+        a bridge deleted by hand): {network: what was remade}. Errors are warnings, one per network."""
+        from .network import host as nethost
+
+        names = [name] if name else [n["name"] for n in self.store.networks()]
+        out = {}
+        for net in names:
+            with self._network_lock(net):
+                cfg = self.network_load(net)
+                try:
+                    # a read first: the agent calls this every cycle, and most of the time all is there
+                    made = [] if nethost.status(self.ctx, cfg)["up"] else nethost.bring_up(self.ctx, cfg)
+                except (EveadmError, OSError) as exc:
+                    if name:
+                        raise
+                    self.warnings.append(f"network {net}: {exc}")
+                    continue
+                if made:
+                    self.store.append_event("network:" + net, net, "network.up", {"remade": made})
+                out[net] = made
+        return out
 
     def _available_backend(self, brand: str) -> Backend | None:
         """The brand's backend if this host can run it (doctor looks only where it can)."""

@@ -38,8 +38,8 @@ DEFAULT_COLUMNS = ["uuid", "type", "ram", "state", "alias"]
 DEFAULT_SORT = ["ram", "uuid"]
 
 _NESTED_RE = LazyPattern(
-    r"^(?:(disks)\.(\*|\d+)\.(path|format|media|model|readonly|boot|size|preserve)"
-    r"|(nics)\.(\*|\d+)\.(mac|bridge|model|vif|mtu)"
+    r"^(?:(disks)\.(\*|\d+)\.(path|format|media|model|readonly|boot|size|preserve|id)"
+    r"|(nics)\.(\*|\d+)\.(mac|bridge|model|vif|mtu|network|ip|gateway)"
     r"|(pci_devices)\.(\*|\d+)\.(address)"
     r"|(tags|customer_metadata|env)\.[^.]+"
     r"|(error)\.(message|time))$"

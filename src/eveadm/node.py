@@ -116,7 +116,16 @@ class Node:
         return self.engine.resolve(ident)
 
     def get(self, uuid: str) -> dict:
-        return to_dict(self.engine.get(uuid))
+        return self._shown(self.engine.get(uuid))
+
+    def _shown(self, rec: Record) -> dict:
+        """A domain as `get` shows it, with the addresses its nics have now (nics.N.ip)."""
+        out = to_dict(rec)
+        addresses = self.engine.nic_addresses(rec)
+        if any(addresses):
+            out["nics"] = [dict(nic, ip=ip) if ip and not nic.get("ip") else nic
+                           for nic, ip in zip(out["nics"], addresses + [None] * len(out["nics"]))]
+        return out
 
     def list(self, filters: list[str] | None = None, sort: list[str] | None = None,
              fields: list[str] | None = None) -> list[dict]:
@@ -135,7 +144,7 @@ class Node:
         if fields is not None and keys <= set(SUMMARY_FIELDS):
             objs = self._summaries()
         else:
-            objs = [listing.add_fake_fields(to_dict(r)) for r in self.engine.list()]
+            objs = [listing.add_fake_fields(self._shown(r)) for r in self.engine.list()]
         objs = [o for o in objs if listing.matches(o, matchers)]
         return listing.sort_objects(objs, sort)
 
@@ -228,6 +237,41 @@ class Node:
     def pci(self, action: str, address: str | None = None, brand: str = "xen") -> list[str]:
         """`list` -> the addresses assignable for `brand`; `assignable-add` / `assignable-remove ADDR`."""
         return self.engine.pci(action, address, brand)
+
+    # -- networks ------------------------------------------------------------------
+    def network_create(self, payload: dict) -> dict:
+        """Create a network (a bridge; for `local`, its gateway address, dnsmasq and NAT rule)."""
+        self.engine.network_create(payload)
+        return self.engine.network_get(payload["name"])
+
+    def network_get(self, name: str) -> dict:
+        """A network's config and what of it is on the host (bridge_present, dnsmasq_pid, nat, up),
+        with the uuids of the domains whose nics name it."""
+        return self.engine.network_get(name)
+
+    def network_list(self) -> list[dict]:
+        return self.engine.network_list()
+
+    def network_update(self, name: str, payload: dict) -> dict:
+        """Change uplink, dns or mtu (null removes one); applied to the host at once."""
+        _, changed = self.engine.network_update(name, payload)
+        return {"network": self.engine.network_get(name), "changed": changed}
+
+    def network_delete(self, name: str) -> list[str]:
+        """Remove a network no domain names, and what eveadm made for it on the host."""
+        return self.engine.network_delete(name)
+
+    def network_up(self, name: str | None = None) -> dict[str, list[str]]:
+        """Recreate every stored network's bridge, dnsmasq and NAT rule that is missing (after a host
+        reboot; the agent calls it): {network: what was remade}."""
+        return self.engine.network_up(name)
+
+    def network_leases(self, name: str) -> dict[str, str]:
+        """{mac: ip} of dnsmasq's current leases on a local network."""
+        from .network import leases
+
+        self.engine.network_load(name)
+        return leases(self.engine.ctx.root_dir, name)
 
     def doctor(self, fix: bool = False) -> list[str]:
         """Drift between records and reality, one line per finding; with fix, repaired."""

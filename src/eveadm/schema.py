@@ -200,8 +200,20 @@ NIC_FIELDS = {
     "model": _enum("virtio", "e1000", "rtl8139"),
     "vif": _str(IFNAME_RE, what="an interface name (1-15 of A-Z a-z 0-9 _ . -)"),
     "mtu": _int(68, 65535),
+    # a stored network by name (eveadm network create), instead of a raw bridge
+    "network": lambda v, path, errs: _network_field("network", v, path, errs),
+    "ip": lambda v, path, errs: _network_field("ip", v, path, errs),  # static address (in the network's subnet)
+    "gateway": lambda v, path, errs: _network_field("gateway", v, path, errs),
 }
 PCI_FIELDS = {"address": _str(PCI_RE, what="a PCI address DDDD:BB:DD.F (lowercase hex)")}
+
+
+def _network_field(key, v, path, errs):
+    from .network.spec import nic_field_problem  # only payloads with these fields pay for the import
+
+    problem = nic_field_problem(key, v)
+    if problem:
+        errs.append((path, problem))
 
 
 def _cpus(v, path, errs):

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from . import faults, privatedir
 from .errors import EveadmError, LockHeld, NotFound
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each entry migrates from version i to i+1. Append; never edit a shipped step.
 MIGRATIONS = [
@@ -52,6 +52,16 @@ MIGRATIONS = [
     """
     ALTER TABLE domains ADD COLUMN ram INTEGER;
     UPDATE domains SET ram = json_extract(config, '$.ram');
+    """,
+    # 3: networks (issue 10): one row per network, its normalized payload as config
+    """
+    CREATE TABLE networks (
+        name     TEXT PRIMARY KEY,
+        type     TEXT NOT NULL,
+        config   TEXT NOT NULL,
+        created  REAL NOT NULL,
+        modified REAL NOT NULL
+    );
     """,
 ]
 
@@ -266,6 +276,37 @@ class Store:
             db.execute("DELETE FROM domains WHERE uuid=?", (rec.uuid,))
             self._event(db, now, rec, *event)
         faults.point("store.remove")
+
+    # -- networks -------------------------------------------------------------
+    # A network's journal entries carry "network:NAME" where a domain's carry its uuid.
+    def network(self, name: str) -> dict | None:
+        row = self.db.execute("SELECT config FROM networks WHERE name=?", (name,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def networks(self) -> list[dict]:
+        return [json.loads(r[0]) for r in self.db.execute("SELECT config FROM networks ORDER BY name")]
+
+    def network_insert(self, cfg: dict, event: tuple[str, dict]) -> None:
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("INSERT INTO networks (name, type, config, created, modified) VALUES (?,?,?,?,?)",
+                       (cfg["name"], cfg["type"], json.dumps(cfg), now, now))
+            self._append(db, now, "network:" + cfg["name"], cfg["name"], *event)
+        faults.point("store.network_insert")
+
+    def network_save(self, cfg: dict, event: tuple[str, dict]) -> None:
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("UPDATE networks SET config=?, modified=? WHERE name=?", (json.dumps(cfg), now, cfg["name"]))
+            self._append(db, now, "network:" + cfg["name"], cfg["name"], *event)
+        faults.point("store.network_save")
+
+    def network_remove(self, name: str, event: tuple[str, dict]) -> None:
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("DELETE FROM networks WHERE name=?", (name,))
+            self._append(db, now, "network:" + name, name, *event)
+        faults.point("store.network_remove")
 
     # -- events ---------------------------------------------------------------
     def _event(self, db, now, rec, etype, data) -> None:

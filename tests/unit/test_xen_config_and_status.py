@@ -105,6 +105,13 @@ def test_validate(tmp_path, monkeypatch):
     assert [p for p, _ in be.validate({"virt_mode": "hvm", "vnc_port": 5}) if p == "vnc_port"]
     assert [p for p, _ in be.validate({"disks": [{"path": "/a,b"}]})] == ["disks.0.path"]
     assert be.validate({"virt_mode": "pvh", "vnc_port": 5901}) == []
+    text = tmp_path / "shadow"                      # a file that is not a kernel (say, /etc/shadow)
+    text.write_text("root:*:19000:0:99999:7:::\n")
+    elf = tmp_path / "vmlinux"
+    elf.write_bytes(b"\x7fELF" + b"\0" * 600)
+    assert [m for p, m in be.validate({"virt_mode": "pv", "kernel": str(text)}) if p == "kernel"] == \
+        [f"{text} is not a kernel (no bzImage header, not an ELF or PE file)"]
+    assert be.validate({"virt_mode": "pv", "kernel": str(elf)}) == []
 
 
 def test_xl_list_states():

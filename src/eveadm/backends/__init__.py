@@ -27,6 +27,7 @@ VM, CONTAINER = "vm", "container"
 CONSOLE = "console"  # `eveadm console`: an interactive console to attach to
 KILL = "kill"  # `eveadm kill`: signals to the domain's process
 PCI = "pci"  # pci_devices and `eveadm pci`: device assignment
+NICS = "nics"  # nics are wired on the host (taps, vifs, veths onto bridges)
 
 # Properties every brand accepts (the schema holds their checks and defaults).
 COMMON_PROPERTIES = frozenset((
@@ -81,13 +82,13 @@ def register(facts: BrandFacts) -> BrandFacts:
 
 register(BrandFacts("kvm", "KVM", VM, "eveadm.backends.kvm:KvmBackend",
                     properties=VM_PROPERTIES | {"accel", "machine"},
-                    defaults={"virt_mode": "hvm", "stop_timeout": 60}, capabilities=(CONSOLE, KILL, PCI)))
+                    defaults={"virt_mode": "hvm", "stop_timeout": 60}, capabilities=(CONSOLE, KILL, PCI, NICS)))
 register(BrandFacts("xen", "XEN", VM, "eveadm.backends.xen:XenBackend",
                     properties=VM_PROPERTIES, defaults={"virt_mode": "pvh", "stop_timeout": 60},
-                    capabilities=(CONSOLE, PCI)))
+                    capabilities=(CONSOLE, PCI, NICS)))
 register(BrandFacts("container", "CONT", CONTAINER, "eveadm.backends.container:ContainerBackend",
                     properties=CONTAINER_PROPERTIES, required=("image",), defaults={"stop_timeout": 10},
-                    capabilities=(CONSOLE, KILL)))
+                    capabilities=(CONSOLE, KILL, NICS)))
 register(BrandFacts("rkt", "RKT", CONTAINER, "eveadm.backends.rkt:RktBackend",
                     properties=("image", "env", "pci_devices", "restart_policy"), required=("image",),
                     defaults={"stop_timeout": 10},

@@ -278,6 +278,12 @@ class XenBackend(Backend):
             errs.append(("kernel", "virt_mode pv needs a kernel (a PV-capable kernel image)"))
         if mode == "fml" and config.get("kernel"):
             errs.append(("kernel", "virt_mode fml boots firmware only; remove kernel"))
+        if config.get("kernel"):
+            from .vm.kernel import not_a_kernel
+
+            why = not_a_kernel(config["kernel"])
+            if why:
+                errs.append(("kernel", why))
         port = config.get("vnc_port", -1)
         if isinstance(port, int) and 0 < port < 5900:
             errs.append(("vnc_port", "brand xen: must be -1 (off), 0 (auto) or 5900 + display number"))

@@ -473,3 +473,27 @@ def test_crun_workaround_runs_create_in_a_private_mount_namespace(cconfig, backe
     backend.destroy(dom)
     assert backend.wait_gone(dom, 10)
     backend.release(dom, delete=True)
+
+
+def test_metadata_file_belongs_to_the_containers_user(cconfig, rootfs, tmp_path, make_domain):
+    backend = ContainerBackend(BackendContext(tmp_path / "root"))
+    dom = make_domain(cconfig(rootfs, ["/bin/true"], customer_metadata={"a": "1"}))
+    (dom.data_dir / "bundle").mkdir(parents=True)
+    backend._write_guest_files(dom, {"uid": 1234, "gid": 4321})
+    path = dom.data_dir / "bundle" / "metadata.json"
+    st = path.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (1234, 4321, 0o400)
+    assert json.loads(path.read_text()) == {"a": "1"}
+    assert not (dom.data_dir / "bundle" / "resolv.conf").exists(), "no nics: the image's resolv.conf"
+
+
+def test_spec_keeps_its_own_network_namespace_and_binds_resolv_conf_only_with_nics(
+        cconfig, rootfs, tmp_path, make_domain):
+    backend = ContainerBackend(BackendContext(tmp_path / "root"))
+    plain = json.loads(backend.render(make_domain(cconfig(rootfs, ["/bin/true"]))))
+    assert {"type": "network"} in plain["linux"]["namespaces"]
+    targets = [m["destination"] for m in plain["mounts"]]
+    assert "/run/eveadm/metadata.json" in targets and "/etc/resolv.conf" not in targets
+    wired = json.loads(backend.render(make_domain(cconfig(rootfs, ["/bin/true"], nics=[{"bridge": "br0"}]))))
+    assert {"type": "network"} in wired["linux"]["namespaces"]
+    assert "/etc/resolv.conf" in [m["destination"] for m in wired["mounts"]]

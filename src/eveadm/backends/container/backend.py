@@ -70,8 +70,8 @@ if TYPE_CHECKING:
 from ..base import (
     ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN, Backend, Domain, Orphan, Status,
 )
-from ..host import BackendContext, pid_alive, wait_until, which
-from . import image, monitor, parts, spec
+from ..host import BackendContext, command_error, pid_alive, wait_until, which
+from . import cni, image, monitor, parts, spec
 
 INSTALL_HINT = "brand container needs runc or crun: apt-get install runc"
 RUNTIMES = ("runc", "crun")
@@ -79,6 +79,7 @@ PROBE_TIMEOUT = 20
 PROBE_VERSION = 2  # bump when the probe container changes: cached verdicts are then redone
 PROBE_RETRY_AFTER = 600  # s: a failed probe is redone after this (a success holds until reboot)
 HYBRID_CGROUP2 = "/sys/fs/cgroup/unified"
+METADATA_PATH = "/run/eveadm/metadata.json"  # customer_metadata inside the container
 ENDING_WAIT = 2.0  # s: create/unpause saw the program end at once: wait this long for conmon's record
 OCI_STATES = {"created": PAUSED, "running": RUNNING, "paused": PAUSED, "pausing": PAUSED}
 
@@ -204,6 +205,7 @@ class ContainerBackend(Backend):
     def __init__(self, ctx: BackendContext, facts=None):
         super().__init__(ctx, facts)
         self._runtime: Runtime | None = None
+        self._nic_plans: dict[str, list[dict]] = {}  # uuid -> resolved nics of the boot under way
 
     # ------------------------------------------------------------------
     # runtime selection
@@ -331,8 +333,14 @@ class ContainerBackend(Backend):
                 bad.append((f"disks.{i}.path", f"brand container mounts directories only: {p} is not a directory"))
             if disk.get("media") == "cdrom":
                 bad.append((f"disks.{i}.media", "brand container has no cdrom"))
-        if config.get("nics"):
-            bad.append(("nics", "brand container has no network interfaces yet (loopback only)"))
+        for i, nic in enumerate(config.get("nics") or []):
+            try:
+                cni.resolve(self.ctx, self.ctx.root, i, nic)
+            except PermanentError as exc:
+                where, _, why = str(exc).partition(": ")
+                bad.append((where, why))
+        if config.get("nics") and not os.path.exists(os.path.join(cni.cni_dir(), "bridge")):
+            bad.append(("nics", cni.INSTALL_HINT))
         if config.get("pci_devices"):
             bad.append(("pci_devices", "brand container does not assign PCI devices"))
         return bad
@@ -347,6 +355,8 @@ class ContainerBackend(Backend):
             "volumes": dom.data_dir / "volumes",
             "log": dom.run_dir / "console.log",
             "console_lock": dom.run_dir / "console.lock",
+            "resolv": dom.data_dir / "bundle" / "resolv.conf",
+            "metadata": dom.data_dir / "bundle" / "metadata.json",
         }
 
     @staticmethod
@@ -390,11 +400,37 @@ class ContainerBackend(Backend):
 
     def _spec(self, dom: Domain, lower: str | None, image_cfg: dict) -> dict:
         config = dict(dom.config, disks=self._disks(dom))
-        return spec.build_spec(
-            config, rootfs=str(self._paths(dom)["rootfs"]), image_cfg=image_cfg,
+        p = self._paths(dom)
+        out = spec.build_spec(
+            config, rootfs=str(p["rootfs"]), image_cfg=image_cfg,
             hostname=dom.alias or dom.uuid, cgroups_path=f"/eveadm/{dom.uuid}",
             user_rootfs=lower,
         )
+        # the spec always gives a container its own network namespace (loopback only without nics);
+        # the nics are wired into it between create and start
+        out["mounts"].append({"destination": METADATA_PATH, "type": "bind", "source": str(p["metadata"]),
+                              "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]})
+        if dom.config.get("nics"):
+            out["mounts"].append({"destination": "/etc/resolv.conf", "type": "bind", "source": str(p["resolv"]),
+                                  "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]})
+        return out
+
+    def _write_guest_files(self, dom: Domain, process_user: dict) -> None:
+        """metadata.json (customer_metadata) and, with nics, resolv.conf, both bind-mounted read-only.
+        metadata.json is 0400 and owned by the container's user: readable by its program whatever
+        user it runs as, by no other host user (the bundle directory is 0700 besides)."""
+        p = self._paths(dom)
+        _write_private(p["metadata"], json.dumps(dom.config.get("customer_metadata") or {}, indent=1) + "\n")
+        os.chown(p["metadata"], int(process_user.get("uid", 0)), int(process_user.get("gid", 0)))
+        os.chmod(p["metadata"], 0o400)
+        if dom.config.get("nics"):
+            servers: list[str] = []
+            for where in self._nic_plan(dom, fresh=True):
+                servers += [s for s in where["dns"] or ([where["gateway"]] if where["gateway"] else [])
+                            if s not in servers]
+            text = "".join(f"nameserver {s}\n" for s in servers)
+            _write_private(p["resolv"], text)
+            os.chmod(p["resolv"], 0o644)  # every user of the container resolves names
 
     def render(self, dom: Domain) -> str:
         lower, cfg = self._image(dom, unpack=False)
@@ -432,7 +468,9 @@ class ContainerBackend(Backend):
             if made is not None:
                 made.mkdir(parents=True)
                 os.chmod(made, 0o755)  # a volume is the program's, whatever user it runs as (docker's mode)
-        _write_private(p["config"], json.dumps(self._spec(dom, lower, cfg), indent=2) + "\n")
+        rendered = self._spec(dom, lower, cfg)
+        self._write_guest_files(dom, rendered["process"]["user"])
+        _write_private(p["config"], json.dumps(rendered, indent=2) + "\n")
         dom.backend.update(bundle=str(p["bundle"]), config=str(p["config"]), rootfs=str(p["rootfs"]),
                            lower=lower, log=str(p["log"]))
 
@@ -452,7 +490,7 @@ class ContainerBackend(Backend):
                 path.unlink()
             except FileNotFoundError:
                 pass
-        for key in ("pid", "conmon_pid", "signals_sent", "released", "last_exit", "create_error"):
+        for key in ("pid", "conmon_pid", "signals_sent", "released", "last_exit", "create_error", "nics"):
             dom.backend.pop(key, None)
         # the intent, before anything runs (saved by the engine even when this fails)
         dom.backend.update(runtime=rt.name, runtime_path=rt.path, runtime_root=rt.root,
@@ -483,7 +521,76 @@ class ContainerBackend(Backend):
                 pass
         dom.backend["pid"] = pid
         dom.backend["conmon_pid"] = monitor.conmon_alive(files, dom.uuid)
+        if dom.config.get("nics"):
+            self._wire(dom, pid)
         return self._verified(dom, rt, PAUSED, "created")
+
+    # ------------------------------------------------------------------
+    # nics (CNI)
+    # ------------------------------------------------------------------
+    def _nic_plan(self, dom: Domain, fresh: bool = False) -> list[dict]:
+        """The nics resolved to bridge / subnet / gateway / address (cni.resolve), once per boot."""
+        if fresh or dom.uuid not in self._nic_plans:
+            self._nic_plans[dom.uuid] = [cni.resolve(self.ctx, self.ctx.root, i, nic)
+                                         for i, nic in enumerate(dom.config.get("nics") or [])]
+        return self._nic_plans[dom.uuid]
+
+    def _wire(self, dom: Domain, pid: int) -> None:
+        """CNI ADD of every nic into the created container's namespace (its init exists, the program
+        has not started: the moment domainmgr writes its offload keys). Each config is saved before
+        ADD so that release deletes what an interrupted wiring made."""
+        self._unwire(dom)  # a previous run cut short left reservations: start clean
+        netns = f"/proc/{pid}/ns/net"
+        wired = []
+        routed = False
+        for i, where in enumerate(self._nic_plan(dom)):
+            ifname = f"eth{i}"
+            conf = cni.network_config(self.ctx.root, where, default_route=not routed)
+            routed = routed or bool(conf.get("ipam", {}).get("routes"))
+            cni.write_conf(dom.run_dir, ifname, conf)
+            result = cni.invoke(self.ctx, "ADD", dom.uuid, ifname, netns, conf)
+            address, gateway = cni.result_address(result, ifname)
+            veth = cni.host_veth(result, where["bridge"])
+            name = cni.veth_name(dom.uuid, i)
+            if veth and veth != name:
+                # the bridge plugin names the host side at random: give it eveadm's name and mark it
+                # ours (doctor tells our veths from anyone else's by name and alias)
+                batch = (f"link set dev {veth} down\n"
+                         f"link set dev {veth} name {name} alias {cni.veth_alias(dom.uuid, self.ctx.root)} up\n")
+                self.ctx.run(["ip", "-batch", "-"], input=batch.encode())
+            wired.append({"ifname": ifname, "veth": name if veth else None, "bridge": where["bridge"],
+                          "network": where.get("network"), "mac": where.get("mac"), "address": address,
+                          "ip": address.split("/")[0] if address else None, "gateway": gateway})
+            dom.backend["nics"] = wired
+
+    def _unwire(self, dom: Domain) -> list[str]:
+        """CNI DEL of every nic this run dir holds a config of; idempotent, also when the container
+        is gone (then only the address reservation goes: its namespace took the veth with it)."""
+        removed = []
+        for ifname, path in cni.saved_confs(dom.run_dir):
+            try:
+                conf = json.loads(path.read_text())
+            except (OSError, ValueError):
+                path.unlink(missing_ok=True)
+                continue
+            # no CNI_NETNS: the container is gone (release follows destroy) or about to be replaced;
+            # its veth is removed below by name, never looked for through a pid that may be reused
+            cni.invoke(self.ctx, "DEL", dom.uuid, ifname, "", conf)
+            veth = cni.veth_name(dom.uuid, int(ifname[3:] or "0"))
+            if veth in cni.link_names():  # the kernel tears a dead namespace down lazily
+                self.ctx.run(["ip", "link", "del", veth], check=False)
+            path.unlink(missing_ok=True)
+            removed.append(str(path))
+        return removed
+
+    def nic_addresses(self, dom: Domain) -> list[str | None]:
+        """Each nic's IPv4 address: what CNI gave it in the current run, else its static `ip`."""
+        wired = dom.backend.get("nics") or []
+        out = []
+        for i, nic in enumerate(dom.config.get("nics") or []):
+            got = wired[i].get("ip") if i < len(wired) and not dom.backend.get("released") else None
+            out.append(got or (str(nic["ip"]).split("/")[0] if nic.get("ip") else None))
+        return out
 
     def unpause(self, dom: Domain) -> Status:
         rt = self._rt(dom)
@@ -715,6 +822,7 @@ class ContainerBackend(Backend):
             if record is not None:
                 st = self._from_record(dom, record, {"runtime": rt.name})
                 dom.backend["last_exit"] = dict(st.detail, exit_status=st.exit_status)
+        removed += self._unwire(dom)
         if os.path.ismount(p["rootfs"]):
             self._unmount(str(p["rootfs"]))
         # the runtime removes them with its container; a create cut in half can leave them
@@ -732,6 +840,7 @@ class ContainerBackend(Backend):
         if rt:
             dom.backend["released"] = True
         if delete:
+            dom.backend.pop("nics", None)
             for key in ("bundle", "upper", "work", "volumes"):
                 if p[key].exists():
                     _rmtree(p[key])
@@ -787,6 +896,13 @@ class ContainerBackend(Backend):
             if uuid in known or not (uuid in traces or uuid in dirs) or parts.cgroup_pids(paths):
                 continue  # a live one belongs to a container (found above, or another root's)
             found += [Orphan("cgroup", path, uuid, "empty cgroup") for path in paths]
+        for veth, uuid in sorted(cni.eveadm_veths(self.ctx, self.ctx.root).items()):
+            if uuid not in known:
+                found.append(Orphan("veth", veth, uuid, "host side of a container nic"))
+        for path, cid, ifname in cni.reservations(self.ctx.root):
+            if parts.is_uuid(cid) and cid not in known:
+                found.append(Orphan("address", str(path), cid,
+                                    f"address {path.name} reserved for {ifname} on {path.parent.name}"))
         return found
 
     def remove_orphan(self, orphan: Orphan) -> None:
@@ -803,6 +919,15 @@ class ContainerBackend(Backend):
         elif orphan.kind == "mount":
             if parts.is_overlay_mount(orphan.ident):
                 self._unmount(orphan.ident)
+        elif orphan.kind == "veth":
+            if cni.eveadm_veths(self.ctx, self.ctx.root).get(orphan.ident) == orphan.uuid:
+                proc = self.ctx.run(["ip", "link", "del", orphan.ident], check=False)
+                if proc.returncode != 0 and orphan.ident in cni.link_names():
+                    raise BackendError(command_error(["ip", "link", "del", orphan.ident], proc))
+        elif orphan.kind == "address":
+            # host-local's reservation: a file named by the address holding the container id
+            if any(str(path) == orphan.ident and cid == orphan.uuid for path, cid, _ in cni.reservations(self.ctx.root)):
+                os.unlink(orphan.ident)
         elif orphan.kind == "cgroup":
             left = parts.remove_cgroups([orphan.ident])
             if left:
@@ -863,6 +988,10 @@ class ContainerBackend(Backend):
         if rt:
             out["runtime"] = rt.name
             out["oci_state"] = self._state(rt, dom.uuid)
+        if dom.config.get("nics"):
+            out["nics"] = [{k: n.get(k) for k in ("ifname", "veth", "bridge", "network", "address", "mac")}
+                           for n in (dom.backend.get("nics") or [])]
+            out["metadata_path"] = METADATA_PATH
         return out
 
 

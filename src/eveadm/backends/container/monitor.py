@@ -148,11 +148,13 @@ def spawn(ctx, command: list[str], files: RunFiles, timeout: float = HANDSHAKE_T
             reply += chunk
     finally:
         os.close(read_fd)
+    if timed_out:
+        # a hung runtime: end conmon and the runtime under it (its session) first: a monitor
+        # stopped before it let go of stderr would hold the read below open for ever
+        kill_monitor(files)
     launcher_rc = proc.wait()  # the launcher exits right after forking the monitor
     stderr = proc.stderr.read().decode(errors="replace").strip()
     proc.stderr.close()
-    if timed_out:
-        kill_monitor(files)  # a hung runtime: end conmon and the runtime under it (its session)
     try:
         data = json.loads(reply) if reply.strip() else {}
     except ValueError:

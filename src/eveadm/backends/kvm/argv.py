@@ -15,6 +15,7 @@ from pathlib import Path
 from ..base import Domain
 from ..host import BackendContext
 from ..vm import cloudinit, disks
+from . import nics as host_nics
 
 QEMU = "qemu-system-x86_64"
 
@@ -169,7 +170,7 @@ def groups(ctx: BackendContext, dom: Domain) -> list[list[str]]:
             add(["-initrd", cfg["initrd"]])
         add(["-append", cfg.get("cmdline") or "console=ttyS0"])
     out += disk_args(dom)
-    out += nic_args(dom)
+    out += nic_args(ctx, dom)
     for i, dev in enumerate(cfg.get("pci_devices") or []):
         add(["-device", f"vfio-pci,host={esc(dev['address'])},id=hostdev{i}"])
     out += vnc_args(ctx, cfg)
@@ -230,22 +231,21 @@ def disk_args(dom: Domain) -> list[list[str]]:
     return out
 
 
-def tap_name(dom: Domain, i: int, nic: dict) -> str:
-    return nic.get("vif") or f"ek{dom.uuid[:8]}.{i}"
-
-
-def nic_args(dom: Domain) -> list[list[str]]:
+def nic_args(ctx: BackendContext, dom: Domain) -> list[list[str]]:
+    """A nic on a bridge or a network opens the tap eveadm made for it (nics.create_taps); a nic with
+    neither is user-mode networking."""
     out = []
-    for i, nic in enumerate(dom.config.get("nics") or []):
-        if nic.get("bridge"):
-            out.append(["-netdev", f"tap,id=net{i},ifname={esc(tap_name(dom, i, nic))},script=no,downscript=no"])
+    for entry, nic in zip(host_nics.plan(ctx, dom), dom.config.get("nics") or []):
+        i = entry["index"]
+        if entry["tap"]:
+            out.append(["-netdev", f"tap,id=net{i},ifname={esc(entry['tap'])},script=no,downscript=no"])
         else:
             out.append(["-netdev", f"user,id=net{i}"])
         model = nic.get("model", "virtio")
         driver = {"virtio": "virtio-net-pci"}.get(model, model)
         dev = f"{esc(driver)},netdev=net{i},mac={nic['mac']},id=nic{i}"
-        if nic.get("mtu") and driver == "virtio-net-pci":
-            dev += f",host_mtu={int(nic['mtu'])}"
+        if entry["mtu"] and driver == "virtio-net-pci":
+            dev += f",host_mtu={int(entry['mtu'])}"
         out.append(["-device", dev])
     return out
 

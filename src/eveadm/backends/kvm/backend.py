@@ -62,7 +62,9 @@ from ...errors import BackendError, BackendUnavailable, EveadmError, PermanentEr
 from ..base import ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN, Backend, Domain, Orphan, Status
 from ..host import last_output_line, pid_alive, wait_until, which
 from ..vm import cloudinit, disks, pci
+from ..vm.kernel import not_a_kernel
 from . import argv as qemu_argv
+from . import nics as host_nics
 from .argv import QEMU, SOCKET_FILES, SOCKETS, esc, paths, socket_base
 from .qmp import BROKEN_STATES, PAUSED_STATES, QMP_TIMEOUT, QmpError, describe, qmp, qmp_many, wait_shutdown_event
 
@@ -124,6 +126,7 @@ class KvmBackend(Backend):
                 if not os.path.exists(f"/sys/bus/pci/devices/{dev['address']}"):
                     problems.append((f"pci_devices.{i}.address", f"no PCI device {dev['address']} on this host"))
         problems += disks.check(config)
+        problems += host_nics.problems(self.ctx, config)
         return problems
 
     # -- rendering ---------------------------------------------------------
@@ -164,6 +167,9 @@ class KvmBackend(Backend):
         for key in (*SOCKETS, "pidfile", "ended"):
             p[key].unlink(missing_ok=True)
         Path(dom.data_dir).mkdir(parents=True, exist_ok=True)
+        # eveadm makes the taps (QEMU only opens them): recorded first, so release finds them whatever happens
+        dom.backend["taps"] = [e["tap"] for e in host_nics.plan(self.ctx, dom) if e["tap"]]
+        host_nics.create_taps(self.ctx, dom)
         accel, why = self.accel(dom)
         argv = qemu_argv.flat(self.argv(dom)) + ["-daemonize"]
         old = os.umask(0o077)  # sockets, pid file and logs readable by root only
@@ -220,7 +226,7 @@ class KvmBackend(Backend):
             raise BackendError(f"cannot pin {dom.name} to cpus {cpus}: {exc.strerror}") from None
 
     def unpause(self, dom: Domain) -> Status:
-        self._bridge_taps(dom)
+        host_nics.join_bridges(self.ctx, dom)
         cmds: list = []
         if dom.config.get("vnc_password") and int(dom.config.get("vnc_port", -1)) >= 0:
             cmds.append(("change-vnc-password", {"password": dom.config["vnc_password"]}))
@@ -236,15 +242,6 @@ class KvmBackend(Backend):
         if st.state == PAUSED:
             raise BackendError(f"{dom.name}: QMP cont left QEMU in state {qs!r}, not 'running'")
         return st
-
-    def _bridge_taps(self, dom: Domain) -> None:
-        for i, nic in enumerate(dom.config.get("nics") or []):
-            if nic.get("bridge"):
-                tap = qemu_argv.tap_name(dom, i, nic)
-                argv = ["ip", "link", "set", "dev", tap, "master", nic["bridge"]]
-                if nic.get("mtu"):
-                    argv += ["mtu", str(int(nic["mtu"]))]
-                self.ctx.run(argv + ["up"], install_hint="apt-get install iproute2")
 
     def shutdown(self, dom: Domain, kind: str, timeout: float) -> None:
         if kind not in (GRACEFUL, FORCED):
@@ -411,6 +408,14 @@ class KvmBackend(Backend):
             if recorded and Path(recorded).parent in ours:
                 Path(recorded).unlink(missing_ok=True)
         _remove_socket_dir(p["sock_dir"], os.path.abspath(dom.run_dir))
+        # the taps recorded at create (and in the run directory's intent record), and the configured ones
+        try:
+            configured = [e["tap"] for e in host_nics.plan(self.ctx, dom) if e["tap"]]
+        except BackendError:  # a network store that cannot be read: the recorded taps are enough
+            configured = []
+        tap_errors = host_nics.delete_taps(self.ctx, dom, [*dom.backend.get("taps", []), *configured])
+        if not tap_errors:
+            dom.backend.pop("taps", None)
         try:
             Path(dom.run_dir).rmdir()
         except OSError:
@@ -434,6 +439,8 @@ class KvmBackend(Backend):
             dom.backend.pop(key, None)
         if pci_errors:
             raise BackendError(f"{dom.name}: PCI devices not given back: " + "; ".join(pci_errors))
+        if tap_errors:
+            raise BackendError(f"{dom.name}: taps not deleted: " + "; ".join(tap_errors))
         return removed
 
     # -- doctor -----------------------------------------------------------------
@@ -457,6 +464,8 @@ class KvmBackend(Backend):
             uuid = os.path.basename(owner or "")
             if owner and os.path.dirname(owner) == run_root and UUID_RE.match(uuid) and uuid not in known:
                 found.append(Orphan("socket-dir", str(base / name), uuid, f"QEMU sockets of domain {uuid}"))
+        for tap, uuid in host_nics.orphan_taps(self.ctx, known):
+            found.append(Orphan("tap", tap, uuid, f"tap {tap} of domain {uuid}"))
         return found
 
     def remove_orphan(self, orphan: Orphan) -> None:
@@ -477,6 +486,8 @@ class KvmBackend(Backend):
             if path.parent != socket_base():
                 raise BackendError(f"{path} is not under {socket_base()}: not removed")
             _remove_socket_dir(path, os.path.join(run_root, orphan.uuid or ""))
+        elif orphan.kind == "tap":
+            host_nics.remove_orphan_tap(self.ctx, orphan.ident, orphan.uuid or "")
         else:
             super().remove_orphan(orphan)
 
@@ -512,6 +523,7 @@ class KvmBackend(Backend):
             "qemu_log": dom.backend.get("qemu_log"),
             "argv_file": dom.backend.get("argv_file"),
             "disks": dom.backend.get("disks", []),
+            "nics": self._nic_info(dom),
         }
         if self._alive(dom):
             try:
@@ -526,6 +538,17 @@ class KvmBackend(Backend):
             except QmpError as exc:
                 out["qmp_error"] = str(exc)
         return out
+
+    def _nic_info(self, dom: Domain) -> list[dict]:
+        addresses = self.nic_addresses(dom)
+        return [{"mac": e["mac"], "tap": e["tap"], "bridge": e["bridge"], "network": e["network"],
+                 "mtu": e["mtu"], "ip": ip, "tap_present": bool(e["tap"]) and host_nics.is_tap(e["tap"])}
+                for e, ip in zip(host_nics.plan(self.ctx, dom), addresses)]
+
+    def nic_addresses(self, dom: Domain) -> list[str | None]:
+        """Each nic's IPv4 address (None when unknown): the static `ip`, else its network's dnsmasq lease
+        for the nic's mac. A read of the config and the lease file; nothing is asked of the guest."""
+        return host_nics.addresses(self.ctx, dom)
 
     def host_info(self) -> dict:
         path = which(QEMU)
@@ -611,20 +634,7 @@ def _qemu_failed(proc, qemu_log: Path) -> str:
 
 
 # ---------------------------------------------------------------------------
-# files: the kernel check, the socket directory, QEMU processes
-
-def not_a_kernel(path: str) -> str | None:
-    """Why `path` cannot be a kernel QEMU boots (None when it may be one): a bzImage has "HdrS" at
-    0x202; an ELF (vmlinux, multiboot) or PE (EFI stub) file is let through."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(0x206)
-    except OSError as exc:
-        return f"{path} cannot be read: {exc.strerror}"
-    if head[0x202:0x206] == b"HdrS" or head[:4] == b"\x7fELF" or head[:2] == b"MZ":
-        return None
-    return f"{path} is not a kernel (no bzImage header, not an ELF or PE file)"
-
+# files: the socket directory, QEMU processes
 
 def _check_readable(config: dict) -> None:
     """The files QEMU loads itself: missing or unreadable is permanent (no retry brings them back)."""

@@ -1,0 +1,83 @@
+"""Names that a local network's dnsmasq answers for addresses it did not lease itself (a nic's static
+`ip`, a container's IPAM address): kvm and container backends register them when they wire a nic and
+drop them when they unwire it.
+
+dnsmasq gives up root after start, so it cannot re-read a file in eveadm's private state directories;
+instead each name is a --host-record argument, and a change restarts the network's dnsmasq (its
+lease database persists, so leased guests keep their addresses). The names are kept in
+<root>/networks/NAME/names.json; a change holds the network's lock, as `eveadm network` does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from . import LOCK_PREFIX, lookup, root_of, state_dir
+
+HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")  # one DNS label (RFC 1123)
+
+
+def _path(root: str, network: str) -> str:
+    return os.path.join(state_dir(root, network), "names.json")
+
+
+def names(ctx_root_dir_or_ctx, network: str) -> dict[str, list[str]]:
+    """{key: [hostname, ip]} registered on the network."""
+    try:
+        with open(_path(root_of(ctx_root_dir_or_ctx), network), encoding="utf-8") as fh:
+            return json.load(fh)
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: not a name, or not JSON
+        return {}
+
+
+def host_records(root: str, network: str) -> list[str]:
+    """dnsmasq --host-record arguments of the registered names."""
+    return [f"--host-record={hostname},{ip}" for hostname, ip in sorted(names(root, network).values())]
+
+
+def set_name(ctx_or_root, network: str, key: str, hostname: str, ip: str) -> bool:
+    """Make `hostname` resolve to `ip` on a local network (key: who owns it, e.g. "UUID/0" for a
+    domain's first nic). False when the network is not local (nothing to do)."""
+    import ipaddress
+
+    if not HOSTNAME_RE.match(hostname):
+        raise ValueError(f"{hostname!r} is not a DNS label")
+    ipaddress.IPv4Address(ip)
+    return _change(ctx_or_root, network, lambda entries: entries.__setitem__(key, [hostname, ip]))
+
+
+def drop_name(ctx_or_root, network: str, key: str) -> bool:
+    """Forget what `key` registered (no-op if nothing)."""
+    return _change(ctx_or_root, network, lambda entries: entries.pop(key, None))
+
+
+def _change(ctx_or_root, network: str, edit) -> bool:
+    from .. import privatedir
+    from ..backends.host import BackendContext
+    from ..store import Store
+    from . import host as nethost
+
+    ctx = ctx_or_root if isinstance(ctx_or_root, BackendContext) else BackendContext(root_of(ctx_or_root))
+    root = ctx.root_dir
+    with Store(root).lock(LOCK_PREFIX + network, 30, f"eveadm: names of network {network}"):
+        net = lookup(root, network)
+        if net is None or net["type"] != "local":
+            return False
+        entries = names(root, network)
+        before = dict(entries)
+        edit(entries)
+        if entries == before:
+            return True
+        path = _path(root, network)
+        privatedir.ensure(os.path.dirname(path))
+        tmp = path + ".tmp"
+        with os.fdopen(privatedir.open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w") as fh:
+            json.dump(entries, fh)
+        os.replace(tmp, path)
+        if nethost.dnsmasq_pid(root, network):  # running: anew with the names (stopped: `network up` will)
+            cfg = Store(root).network(network)
+            nethost.stop_dnsmasq(root, network)
+            nethost.start_dnsmasq(ctx, cfg)
+        return True
