@@ -24,6 +24,7 @@ from kvmtest import socket_dirs_of
 pytestmark = pytest.mark.kvm
 
 BUDGET = 85.0  # s for the whole file; create is walked fully whatever it takes
+EXTRA_ARGS = {"update": ["ram=128", "stop_timeout=1"]}  # an update of a running kvm domain
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +70,8 @@ def walk(cli, guest, command: str, bystander: str, deadline: float | None) -> tu
         uuid = str(_uuid.uuid4())
         if command == "create":
             return uuid, ["create"], payload(guest, uuid)
-        cli.create(json.loads(payload(guest, uuid)))
-        return uuid, [command, uuid], None
+        cli.create(dict(json.loads(payload(guest, uuid)), autoboot=command != "start"))  # start: from stopped
+        return uuid, [command, uuid, *EXTRA_ARGS.get(command, [])], None
 
     uuid, args, stdin = fresh()
     points = trace(cli, args, stdin)
@@ -111,8 +112,17 @@ def test_create_killed_at_every_point(file_started, cli, guest, bystander):
     assert points >= 10 and walked == points  # store, prepare, QEMU's start, create_paused, unpause
 
 
+@pytest.mark.parametrize("command", ["start", "update"])
+def test_start_and_update_killed_at_every_point(cli, guest, bystander, command):
+    points, walked = walk(cli, guest, command, bystander["uuid"], deadline=time.monotonic() + 75)
+    print(f"{command}: walked {walked} of {points} kill points")
+    assert walked == points and points >= (1 if command == "update" else 8)
+
+
 @pytest.mark.parametrize("command", ["stop", "delete"])
 def test_stop_and_delete_killed_at_their_points(file_started, cli, guest, bystander, command):
-    points, walked = walk(cli, guest, command, bystander["uuid"], deadline=file_started + BUDGET)
+    # as many points as fit in what is left of the file's budget, and at least 25 s each
+    deadline = max(file_started + BUDGET, time.monotonic() + 25)
+    points, walked = walk(cli, guest, command, bystander["uuid"], deadline=deadline)
     print(f"{command}: walked {walked} of {points} kill points within the budget")
     assert points >= 3 and walked >= 1
