@@ -22,10 +22,14 @@ from .backends import facts as brand_facts
 from .backends import load as load_backend
 from .backends.base import (ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN, Backend, Domain,
                             Status)
-from .backends.host import BackendContext, wait_until
+from .backends.host import BackendContext
 from .errors import (BackendError, Conflict, EveadmError, Interrupted, LockHeld, NotFound, PermanentError, Timeout,
                      UsageError, ValidationError)
 from .store import Record, Store, iso
+
+TYPE_CHECKING = False  # pathlib costs CLI start-up; annotations are never evaluated
+if TYPE_CHECKING:
+    from pathlib import Path
 
 STATES = ("provisioning", "paused", "booting", "running", "stopping", "stopped", "failed")
 ACTIVE = frozenset(("provisioning", "paused", "booting", "running", "stopping"))

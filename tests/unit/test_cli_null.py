@@ -226,7 +226,6 @@ def test_help_and_completion(cli):
 
 def complete(cli, line: str, env=None) -> list[str]:
     """What the shell would offer for `line` (argcomplete's protocol, as bash's hook calls it)."""
-    import os
     import tempfile
 
     with tempfile.NamedTemporaryFile("r") as out:

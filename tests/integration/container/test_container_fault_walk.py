@@ -2,7 +2,6 @@
 the next read is truthful, `doctor --fix` leaves no orphan, the bystander is untouched, and the domain is
 usable or cleanly gone. (Create is walked in test_container_faults.py.)"""
 
-import json
 import time
 import uuid as uuidlib
 

@@ -24,7 +24,11 @@ def artifacts_dir() -> Path:
 
 def qemus_under(path: Path) -> list[int]:
     """Pids of QEMU processes whose command line mentions `path`."""
-    needle = os.fsencode(str(path))
+    return qemus_matching(os.fsencode(str(path)))
+
+
+def qemus_matching(needle: bytes) -> list[int]:
+    """Pids of QEMU processes whose command line (NUL-separated) contains `needle`."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():

@@ -11,7 +11,6 @@ file's time budget is spent (each walk reports how many it did).
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid as _uuid
 
@@ -19,7 +18,7 @@ import pytest
 
 from clitest import Cli
 from faultwalk import check_after_kill, killed_at, trace, usable_or_gone
-from kvmtest import socket_dirs_of
+from kvmtest import qemus_matching, socket_dirs_of
 
 pytestmark = pytest.mark.kvm
 
@@ -36,18 +35,7 @@ def file_started() -> float:
 
 def qemus_of(uuid: str) -> list[int]:
     """Pids of QEMU processes started for domain `uuid` (its `-uuid` option)."""
-    needle = b"-uuid\0" + uuid.encode() + b"\0"
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                    cmd = fh.read()
-            except OSError:
-                continue
-            if cmd.startswith(b"qemu-system") and needle in cmd:
-                pids.append(int(entry))
-    return pids
+    return qemus_matching(b"-uuid\0" + uuid.encode() + b"\0")
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from kvmtest import REPO, log_bytes, qemus_under, wait_log
-from eveadm.backends.host import pid_alive, wait_until
+from eveadm.backends.host import wait_until
 
 pytestmark = pytest.mark.kvm
 

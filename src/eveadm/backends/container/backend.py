@@ -68,7 +68,7 @@ TYPE_CHECKING = False  # typing costs create's start-up; annotations are never e
 if TYPE_CHECKING:
     from collections.abc import Iterable
 from ..base import (
-    ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN, Backend, Domain, Orphan, Status,
+    ABSENT, CRASHED, FORCED, PAUSED, RUNNING, SHUTDOWN, Backend, Domain, Orphan, Status,
 )
 from ..host import BackendContext, command_error, pid_alive, wait_until, which
 from . import cni, image, monitor, parts, spec
