@@ -235,7 +235,7 @@ def test_console_attach_on_terminal(ecli, rootfs):
             os.write(fd, b"MARK42\n")
             if read_until(b"ECHO:MARK42", 10):
                 break
-        assert b"ECHO:MARK42" in seen, seen
+        assert b"ECHO:MARK42" in seen, (seen, log_of(ecli, uuid))  # what the program wrote, if it did
         os.write(fd, b"\x1d")  # detach
         assert read_until(b"Detached")
         _, status = os.waitpid(pid, 0)
