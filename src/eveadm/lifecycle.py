@@ -708,10 +708,11 @@ class Engine:
         locks_dir = self.ctx.root / "locks"
         locks = [p for p in locks_dir.iterdir() if p.suffix == ".lock"] if locks_dir.is_dir() else []
         orphans = []
+        recorded = self._known()  # what the brands leave out of their scans
         for brand in brands():
             backend = self._available_backend(brand)
             if backend is not None:
-                orphans += [(backend, o) for o in self._quietly(backend.orphans, self._known()) or []]
+                orphans += [(backend, o) for o in self._quietly(backend.orphans, recorded) or []]
         known = self._known()  # read after the scans: a create under way has its record before its parts
         for backend, orphan in orphans:
             if orphan.uuid in known:

@@ -84,6 +84,14 @@ def runtime(request, monkeypatch):
 
 
 @pytest.fixture
+def ecli(cli, runtime, state_root):
+    """The shared Cli, on this directory's cleaned-up root, with the runtime under test."""
+    cli.root = state_root
+    cli.env["EVEADM_CONTAINER_RUNTIME"] = runtime
+    return cli
+
+
+@pytest.fixture
 def backend(state_root, runtime) -> ContainerBackend:
     b = ContainerBackend(BackendContext(state_root))
     b.check_available()

@@ -18,14 +18,6 @@ from eveadm.backends.base import wait_until
 LOOP = "trap 'echo GOT-TERM; exit 0' TERM; while true; do sleep 1 & wait; done"
 
 
-@pytest.fixture
-def ecli(cli, runtime, state_root):
-    """The shared Cli, on this directory's cleaned-up root, with the runtime under test."""
-    cli.root = state_root
-    cli.env["EVEADM_CONTAINER_RUNTIME"] = runtime
-    return cli
-
-
 def payload(rootfs, cmd, **extra):
     p = {"brand": "container", "ram": 64, "image": str(rootfs), "cmd": cmd}
     p.update(extra)

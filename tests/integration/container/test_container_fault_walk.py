@@ -8,7 +8,7 @@ import uuid as uuidlib
 import faultwalk
 import pytest
 
-from test_container_faults import (LOOP, bystander, check_bystander, check_no_orphan, ecli,  # noqa: F401 (fixtures)
+from test_container_faults import (LOOP, bystander, check_bystander, check_no_orphan,  # noqa: F401 (fixture)
                                    payload, remains)
 
 # the domain's state before the command, and the command

@@ -32,13 +32,6 @@ from eveadm.store import Store
 LOOP = "trap 'exit 0' TERM; while true; do sleep 1 & wait; done"
 
 
-@pytest.fixture
-def ecli(cli, runtime, state_root):
-    cli.root = state_root
-    cli.env["EVEADM_CONTAINER_RUNTIME"] = runtime
-    return cli
-
-
 def payload(rootfs, cmd, **extra):
     return {"brand": "container", "ram": 64, "image": str(rootfs), "cmd": cmd, **extra}
 
