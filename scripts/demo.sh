@@ -1,8 +1,10 @@
 #!/bin/bash
 # demo.sh: the main job, end to end on this machine (idempotent; run as root).
-# Installs what is needed, then through eveadm: boots a real VM (QEMU; software emulation when KVM
-# is unusable) and a real OCI container (runc/crun), lists them, shows their console output,
-# stops and deletes them. State lives in $EVEADM_ROOT (default /var/lib/eveadm-demo).
+# Installs what is needed, then through eveadm: makes a `local` network (a bridge with its own
+# subnet, DHCP/DNS from dnsmasq, NAT from nftables), boots a real VM (QEMU; software emulation when
+# KVM is unusable) and a real OCI container (runc/crun) on it, lists them with their addresses,
+# has the container ping the VM, shows their console output, stops and deletes them and the network.
+# State lives in $EVEADM_ROOT (default /var/lib/eveadm-demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -16,6 +18,7 @@ run() { printf '$ eveadm %s\n' "$*"; "${EVEADM[@]}" "$@"; }
 for alias in demo-vm demo-ct; do
   for uuid in $("${EVEADM[@]}" lookup alias="$alias"); do "${EVEADM[@]}" delete "$uuid" >/dev/null 2>&1 || true; done
 done
+"${EVEADM[@]}" network delete demo-lan >/dev/null 2>&1 || true
 
 wait_for_log() {  # UUID TEXT SECONDS: poll the console log until TEXT shows up
   local deadline=$(( $(date +%s) + $3 ))
@@ -25,12 +28,17 @@ wait_for_log() {  # UUID TEXT SECONDS: poll the console log until TEXT shows up
   done
 }
 
+step "a local network: bridge ev-demo-lan, gateway 10.213.77.1, DHCP and DNS by dnsmasq, NAT by nftables"
+echo '{"name": "demo-lan", "type": "local", "subnet": "10.213.77.0/24"}' > /tmp/eveadm-demo-net.json
+run network create -f /tmp/eveadm-demo-net.json
+run network list
+
 G=$EVEADM_ARTIFACTS/guest
 step "a VM: Debian kernel + busybox initramfs, booted by QEMU"
 cat > /tmp/eveadm-demo-vm.json <<JSON
 {"brand": "kvm", "alias": "demo-vm", "ram": 256, "vcpus": 1,
- "kernel": "$G/vmlinuz", "initrd": "$G/initramfs.cpio.gz", "cmdline": "console=ttyS0 panic=-1 quiet",
- "stop_timeout": 30}
+ "kernel": "$G/vmlinuz", "initrd": "$G/initramfs.cpio.gz", "cmdline": "console=ttyS0 panic=-1 quiet eveadm.net",
+ "nics": [{"network": "demo-lan"}], "stop_timeout": 30}
 JSON
 run create -f /tmp/eveadm-demo-vm.json
 VM=$("${EVEADM[@]}" lookup -1 alias=demo-vm)
@@ -39,13 +47,22 @@ step "a container: busybox root filesystem, run by an OCI runtime"
 cat > /tmp/eveadm-demo-ct.json <<JSON
 {"brand": "container", "alias": "demo-ct", "image": "$EVEADM_ARTIFACTS/rootfs", "ram": 64,
  "cmd": ["/bin/sh", "-c", "echo hello from the container, pid \$\$; trap 'echo bye; exit 0' TERM; while true; do sleep 1 & wait; done"],
- "env": {"GREETING": "hi"}}
+ "env": {"GREETING": "hi"}, "nics": [{"network": "demo-lan"}]}
 JSON
 run create -f /tmp/eveadm-demo-ct.json
 CT=$("${EVEADM[@]}" lookup -1 alias=demo-ct)
 
-step "both are listed"
-run list
+step "both are listed, with the address each has on demo-lan (the VM's from dnsmasq's DHCP)"
+wait_for_log "$VM" EVEADM-GUEST-IP 180
+run list -o uuid,type,state,alias,nics.0.ip
+
+step "both answer on the network (ping from the host, through the bridge's gateway address)"
+PING=$EVEADM_ARTIFACTS/rootfs/bin/busybox   # the image's static busybox: the host may have no ping
+for uuid in "$VM" "$CT"; do
+  addr=$("${EVEADM[@]}" list -H -o nics.0.ip uuid="$uuid")
+  printf '$ ping -c 1 %s\n' "$addr"
+  "$PING" ping -c 1 -W 5 "$addr"
+done
 
 step "console output"
 wait_for_log "$VM" EVEADM-GUEST-READY 120
@@ -58,9 +75,10 @@ run stop "$VM"
 run stop "$CT"
 run list -o uuid,type,state,alias,exit_status
 
-step "delete both (removes what eveadm made for them)"
+step "delete both (removes what eveadm made for them: disks, taps, veths, addresses), then the network"
 run delete "$VM"
 run delete "$CT"
+run network delete demo-lan
 run list
 step "events journal of this demo"
 run events | tail -n 30
