@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""kvm brand: eveadm against QEMU by hand, side by side (SPEC section 6).
+"""kvm brand: eveadm against QEMU by hand, side by side.
 
   create-to-ready  `eveadm create` (autoboot) from exec until the guest prints
                    EVEADM-GUEST-READY on its serial log, against the same QEMU argv

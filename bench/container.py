@@ -16,6 +16,13 @@
    this script re-run under `nsenter --net` (--nic-child).
 3. Throughput: N containers created with P commands in parallel, eveadm against
    the runtime by hand.
+4. Images: a local registry (scripts/local-registry.sh) holding the busybox image
+   (plus --image-mb of random data as a second layer, so the copy dominates).
+   `eveadm image pull` into a fresh state root against `skopeo copy` of the same
+   image into a fresh OCI layout, interleaved; target <= 1.1x. Then containers from
+   the pulled image against containers from the plain directory, interleaved, exec ->
+   ready line: the second and later ones unpack nothing (umoci runs once); target:
+   no dearer than from a directory.
 
     python3 bench/container.py [--runtime auto|runc|crun] [--runs 11] [-n 20] [-p 4]
 
@@ -274,6 +281,74 @@ class Bench:
                     rows[key].append(t)
         print(json.dumps(rows))
 
+    # -- images ---------------------------------------------------------------------
+    def image_layout(self) -> Path:
+        """The busybox OCI layout, with --image-mb MiB of random data added as a second layer."""
+        artifacts = Path(os.environ.get("EVEADM_ARTIFACTS", "/var/cache/eveadm/artifacts"))
+        base = artifacts / "oci-busybox"
+        subprocess.run([str(REPO / "scripts" / "build-rootfs.sh"), "--oci", str(base), str(self.rootfs)], check=True)
+        layout = self.tmp / "bench-layout"
+        shutil.copytree(base, layout)
+        if self.args.image_mb:
+            extra = self.tmp / "extra"
+            (extra / "data").mkdir(parents=True)
+            with open(extra / "data" / "random", "wb") as fh:
+                fh.write(os.urandom(self.args.image_mb * 2 ** 20))
+            subprocess.run(["umoci", "insert", "--image", f"{layout}:latest", str(extra), "/"], check=True,
+                           capture_output=True)
+        return layout
+
+    def images(self) -> dict:
+        reg_dir = self.tmp / "registry"
+        host = subprocess.run([str(REPO / "scripts" / "local-registry.sh"), "start", str(reg_dir)], check=True,
+                              capture_output=True, text=True).stdout.split()[-1]
+        try:
+            ref = f"{host}/bench:1"
+            subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{self.image_layout()}:latest",
+                            f"docker://{ref}"], check=True)
+            rows = {"eveadm_pull": [], "skopeo_copy": [], "from_image": [], "from_dir": []}
+            for i in range(self.args.runs + 1):  # the first pair warms up (page cache, bytecode)
+                root = self.tmp / f"pull-{i}"
+                t0 = time.perf_counter()
+                subprocess.run(eveadm_command() + ["--root", str(root), "image", "pull", "--tls-verify=false", ref],
+                               env=self.env, check=True, capture_output=True)
+                ev = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}",
+                                f"oci:{self.tmp / f'copy-{i}'}:bench"], check=True)
+                sk = time.perf_counter() - t0
+                shutil.rmtree(root)
+                shutil.rmtree(self.tmp / f"copy-{i}")
+                if i:
+                    rows["eveadm_pull"].append(ev)
+                    rows["skopeo_copy"].append(sk)
+            subprocess.run(self.eveadm + ["image", "pull", "--tls-verify=false", ref], env=self.env, check=True,
+                           capture_output=True)
+            first = None
+            for i in range(self.args.runs + 1):
+                for key, image in (("from_image", ref), ("from_dir", str(self.rootfs))):
+                    payload = json.dumps({"brand": "container", "ram": 64, "image": image, "cmd": CMD})
+                    t0 = time.perf_counter()
+                    proc = subprocess.run(self.eveadm + ["create", "-j"], input=payload, env=self.env,
+                                          capture_output=True, text=True, check=True)
+                    dom = json.loads(proc.stdout)
+                    wait_for(Path(dom["backend"]["log"]), MARK)
+                    took = time.perf_counter() - t0
+                    if key == "from_image" and first is None:
+                        first = dom["uuid"]  # kept: the unpacked tree has a user for the whole run
+                    else:
+                        self.eveadm_delete(dom["uuid"])
+                    if i:
+                        rows[key].append(took)
+            self.eveadm_delete(first)
+            log = (self.root / "log" / "commands.jsonl").read_text().splitlines()
+            unpacks = sum(json.loads(line)["argv"][:2] == ["umoci", "unpack"] for line in log)
+        finally:
+            subprocess.run([str(REPO / "scripts" / "local-registry.sh"), "stop", str(reg_dir)], capture_output=True)
+        out = {k: (statistics.median(v), min(v)) for k, v in rows.items()}
+        out["unpacks"] = unpacks
+        return out
+
     def cleanup(self) -> None:
         # domains a failed run left behind: their containers, conmons and overlay mounts outlive the run
         proc = subprocess.run(self.eveadm + ["list", "-j"], env=self.env, capture_output=True, text=True)
@@ -304,6 +379,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=11)
     ap.add_argument("-n", type=int, default=20, help="containers in the parallel run")
     ap.add_argument("-p", type=int, default=4, help="commands in parallel")
+    ap.add_argument("--image-mb", type=int, default=256, help="MiB of random data in the bench image's second layer")
+    ap.add_argument("--images-only", action="store_true", help="only the image measurements (section 4)")
     ap.add_argument("--nic-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     b = Bench(args)
@@ -314,6 +391,10 @@ def main() -> int:
             shutil.rmtree(b.tmp, ignore_errors=True)
         return 0
     try:
+        if args.images_only:
+            img = b.images()
+            print(json.dumps(img))
+            return 0
         b.setup_hand()
         wrap = " (unshare workaround)" if b.rt.wrap else ""
         print(f"runtime: {b.rt.name}{wrap}; {args.runs} interleaved runs")
@@ -343,6 +424,18 @@ def main() -> int:
         print(f"  {'backend alone, one nic -> ready line':38s}{nic['nic'][0]:7.1f}ms{nic['nic'][1]:7.1f}ms")
         extra = nic["nic"][0] - nic["none"][0]
         print(f"  one nic costs (median): {extra:.1f} ms; target <= 30 ms: {'met' if extra <= 30 else 'NOT met'}")
+        img = b.images()
+        print(f"images ({args.image_mb} MiB random layer over busybox):")
+        for key, label in (("skopeo_copy", "skopeo copy alone"), ("eveadm_pull", "eveadm image pull"),
+                           ("from_dir", "container from a directory: ready"),
+                           ("from_image", "container from the pulled image: ready")):
+            print(f"  {label:38s}{img[key][0] * 1000:7.1f}ms{img[key][1] * 1000:7.1f}ms")
+        ratio = img["eveadm_pull"][0] / img["skopeo_copy"][0]
+        print(f"  pull ratio eveadm / skopeo (median): {ratio:.2f}x; target <= 1.1x: {'met' if ratio <= 1.1 else 'NOT met'}")
+        cost = img["from_image"][0] / img["from_dir"][0]
+        print(f"  container from the image / from a directory (median): {cost:.2f}x with {img['unpacks']} unpack(s) "
+              f"for {2 * args.runs + 1} containers; target: no dearer: "
+              f"{'met' if cost <= 1.05 and img['unpacks'] == 1 else 'NOT met'}")
         par = b.parallel()
         print(f"{args.n} containers, {args.p} commands in parallel:")
         print(f"  by hand {par['hand']:6.2f} s   eveadm {par['eveadm']:6.2f} s   "

@@ -35,6 +35,11 @@
 #                              when bound, `EVEADM-GUEST-NO-IP eth0` when no server answered
 #   eveadm.ip=<addr>/<prefix>  (with eveadm.net) a static address instead of DHCP, printed the same way;
 #                              eveadm.gw=<addr> adds the default route
+#   eveadm.hotplug             load virtio_blk, virtio_net and virtio_balloon, then report the devices on
+#                              the console whenever they change (hot-added or removed disks, nics, CPUs):
+#                              `EVEADM-GUEST-DEVICES block=vda,vdb net=eth0,eth1 cpus=<online count>`;
+#                              hot-added CPUs are brought online (as udev would); PCI hotplug itself
+#                              (ACPI and PCIe native) is built into Debian's kernel
 #
 # Host tools: apt-get, apt-cache, dpkg-deb, tar, gzip (busybox provides cpio).
 set -eu
@@ -87,7 +92,7 @@ for m in drivers/input/evdev drivers/acpi/button \
          drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci drivers/block/virtio_blk \
          drivers/scsi/scsi_common drivers/scsi/scsi_mod drivers/cdrom/cdrom drivers/scsi/sr_mod \
          drivers/scsi/virtio_scsi fs/isofs/isofs drivers/misc/pvpanic/pvpanic drivers/misc/pvpanic/pvpanic-mmio \
-         net/core/failover drivers/net/net_failover drivers/net/virtio_net; do
+         net/core/failover drivers/net/net_failover drivers/net/virtio_net drivers/virtio/virtio_balloon; do
     cp "$MODS/$m.ko" "$R/lib/modules/"
 done
 
@@ -199,6 +204,26 @@ if has eveadm.net; then
         udhcpc -i eth0 -s /etc/udhcpc/default.script -q -n -t 20 -T 1 -x hostname:"$(hostname)" >/dev/null 2>&1 ||
             echo "EVEADM-GUEST-NO-IP eth0"
     fi
+fi
+if has eveadm.hotplug; then
+    mods virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk \
+         failover net_failover virtio_net virtio_balloon
+    devices() {
+        B=$(ls /sys/block | grep -v -e '^loop' -e '^ram' | tr '\n' ',')
+        N=$(ls /sys/class/net | grep -vx lo | tr '\n' ',')
+        echo "block=${B%,} net=${N%,} cpus=$(grep -c '^processor' /proc/cpuinfo)"
+    }
+    (
+        last=
+        while true; do
+            for f in /sys/devices/system/cpu/cpu*/online; do
+                [ -e "$f" ] && [ "$(cat "$f")" = 0 ] && echo 1 > "$f" 2>/dev/null
+            done
+            now=$(devices)
+            [ "$now" != "$last" ] && echo "EVEADM-GUEST-DEVICES $now" > /dev/console && last=$now
+            sleep 0.3
+        done
+    ) &
 fi
 if has eveadm.panic; then
     echo "EVEADM-GUEST-PANIC"

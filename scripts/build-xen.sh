@@ -48,7 +48,7 @@ mkdir -p $R/{bin,sbin,proc,sys,dev,tmp,host,lib/modules,lib64,lib/x86_64-linux-g
 cp x/bin/busybox $R/bin/
 # modules and everything they depend on, in load order (xenfs needs xen-privcmd first)
 python3 - "$MODS" $R/lib/modules xen-evtchn xen-privcmd xen-gntdev xen-gntalloc xenfs xen-netback \
-    xen-pciback virtio_pci 9pnet_virtio 9p <<'PY'
+    xen-pciback virtio_pci 9pnet_virtio 9p bridge <<'PY'
 import os, shutil, sys
 base, dest, wanted = sys.argv[1], sys.argv[2], sys.argv[3:]
 paths = {}
@@ -90,11 +90,15 @@ cp -L /lib64/ld-linux-x86-64.so.2 $R/lib64/
 cp -L /lib/x86_64-linux-gnu/libgcc_s.so.1 $R/lib/x86_64-linux-gnu/
 : > $R/etc/xen/xl.conf
 # libxl runs /etc/xen/scripts/vif-bridge for every vif; Debian's needs bash + bridge-utils.
-# This one brings the backend interface up and joins the bridge when it exists.
+# This one brings the backend interface ($vif) up with the vif's mtu and joins the vif's bridge
+# when it exists; both are in the backend's xenstore directory ($XENBUS_PATH), as Debian's reads them.
 cat > $R/etc/xen/scripts/vif-bridge <<'SH'
 #!/bin/sh
 case "$1" in
   online|add)
+    bridge=$(xenstore-read "$XENBUS_PATH/bridge" 2>/dev/null)
+    mtu=$(xenstore-read "$XENBUS_PATH/mtu" 2>/dev/null)
+    [ -n "$mtu" ] && ip link set dev "$vif" mtu "$mtu" 2>/dev/null
     ip link set dev "$vif" up 2>/dev/null
     [ -n "$bridge" ] && [ -d "/sys/class/net/$bridge/bridge" ] && ip link set dev "$vif" master "$bridge" 2>/dev/null ;;
 esac

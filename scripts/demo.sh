@@ -1,9 +1,11 @@
 #!/bin/bash
 # demo.sh: the main job, end to end on this machine (idempotent; run as root).
-# Installs what is needed, then through eveadm: makes a `local` network (a bridge with its own
-# subnet, DHCP/DNS from dnsmasq, NAT from nftables), boots a real VM (QEMU; software emulation when
-# KVM is unusable) and a real OCI container (runc/crun) on it, lists them with their addresses,
-# has the container ping the VM, shows their console output, stops and deletes them and the network.
+# Installs what is needed, then through eveadm: starts a local registry (Debian's docker-registry on
+# 127.0.0.1) holding a busybox image and pulls it into eveadm's image store, makes a `local` network
+# (a bridge with its own subnet, DHCP/DNS from dnsmasq, NAT from nftables), boots a real VM (QEMU;
+# software emulation when KVM is unusable) and a real OCI container (runc/crun) from the pulled
+# image on it, lists them with their addresses, pings both, shows their console output, stops and
+# deletes them, the network and the image.
 # State lives in $EVEADM_ROOT (default /var/lib/eveadm-demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +21,9 @@ for alias in demo-vm demo-ct; do
   for uuid in $("${EVEADM[@]}" lookup alias="$alias"); do "${EVEADM[@]}" delete "$uuid" >/dev/null 2>&1 || true; done
 done
 "${EVEADM[@]}" network delete demo-lan >/dev/null 2>&1 || true
+REGISTRY_DIR=$EVEADM_ROOT-registry
+scripts/local-registry.sh stop "$REGISTRY_DIR"
+trap 'scripts/local-registry.sh stop "$REGISTRY_DIR"' EXIT
 
 wait_for_log() {  # UUID TEXT SECONDS: poll the console log until TEXT shows up
   local deadline=$(( $(date +%s) + $3 ))
@@ -27,6 +32,11 @@ wait_for_log() {  # UUID TEXT SECONDS: poll the console log until TEXT shows up
     sleep 0.2
   done
 }
+
+step "a local registry on 127.0.0.1 holding busybox:1; pull it into eveadm's image store (skopeo)"
+REGISTRY=$(scripts/local-registry.sh start "$REGISTRY_DIR")
+run image pull --tls-verify=false "$REGISTRY/busybox:1"
+run image list
 
 step "a local network: bridge ev-demo-lan, gateway 10.213.77.1, DHCP and DNS by dnsmasq, NAT by nftables"
 echo '{"name": "demo-lan", "type": "local", "subnet": "10.213.77.0/24"}' > /tmp/eveadm-demo-net.json
@@ -43,9 +53,9 @@ JSON
 run create -f /tmp/eveadm-demo-vm.json
 VM=$("${EVEADM[@]}" lookup -1 alias=demo-vm)
 
-step "a container: busybox root filesystem, run by an OCI runtime"
+step "a container from the pulled image, run by an OCI runtime"
 cat > /tmp/eveadm-demo-ct.json <<JSON
-{"brand": "container", "alias": "demo-ct", "image": "$EVEADM_ARTIFACTS/rootfs", "ram": 64,
+{"brand": "container", "alias": "demo-ct", "image": "$REGISTRY/busybox:1", "ram": 64,
  "cmd": ["/bin/sh", "-c", "echo hello from the container, pid \$\$; trap 'echo bye; exit 0' TERM; while true; do sleep 1 & wait; done"],
  "env": {"GREETING": "hi"}, "nics": [{"network": "demo-lan"}]}
 JSON
@@ -79,6 +89,8 @@ step "delete both (removes what eveadm made for them: disks, taps, veths, addres
 run delete "$VM"
 run delete "$CT"
 run network delete demo-lan
+run image delete "$REGISTRY/busybox:1"
+run image prune
 run list
 step "events journal of this demo"
 run events | tail -n 30

@@ -1,10 +1,11 @@
 #!/bin/bash
 # setup.sh [--tests] [--xen]: make this Debian machine ready to run eveadm (idempotent; run as root).
 #   - Debian packages: QEMU (software emulation works without KVM), qemu-img, genisoimage (cloud-init
-#     ISO), runc + crun, conmon (the per-container monitor), umoci (OCI image layouts), dnsmasq-base +
-#     nftables + the CNI plugins (networks)
+#     ISO), runc + crun, conmon (the per-container monitor), umoci (OCI image layouts), skopeo (image
+#     pulls), docker-registry (a local registry for the demo and tests), dnsmasq-base + nftables + the
+#     CNI plugins (networks)
 #   - a virtualenv at .venv with eveadm installed (editable) and, with --tests, pytest; eveadm linked
-#     into /usr/local/bin
+#     into /usr/local/bin (on PATH) and its man page into /usr/local/share/man/man8 (`man eveadm`)
 #   - the guest kernel + initramfs and the container root filesystem, built from Debian packages into
 #     $EVEADM_ARTIFACTS (default /var/cache/eveadm/artifacts); cached, so a rerun is quick
 #   - with --xen: the Xen 4.17 hypervisor + dom0 images for the real-Xen test stage
@@ -19,7 +20,14 @@ export EVEADM_ARTIFACTS=${EVEADM_ARTIFACTS:-/var/cache/eveadm/artifacts}
 
 PKGS="qemu-system-x86 qemu-utils genisoimage runc crun conmon umoci util-linux iproute2 procps"
 PKGS="$PKGS dnsmasq-base nftables containernetworking-plugins"   # networks: DHCP/DNS, NAT, container veths
+# images: skopeo pulls into the image store; docker-registry is the local registry the demo and the
+# tests start themselves (scripts/local-registry.sh), never the package's own service
+PKGS="$PKGS skopeo docker-registry"
+PKGS="$PKGS ovmf"   # kvm: the UEFI firmware of virt_mode fml when the payload names none
 [ "$TESTS" = 1 ] && PKGS="$PKGS systemd iputils-ping"   # systemd-analyze verifies the unit; ping in netns tests
+[ "$TESTS" = 1 ] && PKGS="$PKGS man-db"   # the tests render eveadm(8) and look it up as `man eveadm` does
+[ "$TESTS" = 1 ] && PKGS="$PKGS openssh-server"   # the Ansible fleet test starts its own sshd on a free loopback port
+[ "$TESTS" = 1 ] && PKGS="$PKGS prometheus"   # the metrics tests start their own server on a free loopback port
 missing=""
 for p in $PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"; done
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$missing python3-venv"
@@ -27,6 +35,15 @@ if [ -n "$missing" ]; then
   echo "setup: installing$missing"
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+  case "$missing" in  # its package enables a registry on every address, port 5000: not wanted on a node
+    *docker-registry*) [ -d /run/systemd/system ] && systemctl disable --now docker-registry.service || true;;
+  esac
+  case "$missing" in  # likewise its Prometheus server on :9090: the tests run their own
+    *prometheus*) [ -d /run/systemd/system ] && systemctl disable --now prometheus.service || true;;
+  esac
+  case "$missing" in  # and the sshd on :22 that installing it starts: nothing here uses it
+    *openssh-server*) [ -d /run/systemd/system ] && systemctl disable --now ssh.service || true;;
+  esac
 fi
 # build scripts need an up-to-date package index for `apt-get download`
 if [ -z "$(ls /var/lib/apt/lists/ 2>/dev/null | grep -v -e lock -e partial)" ]; then apt-get update -q; fi
@@ -36,6 +53,9 @@ extras=""; [ "$TESTS" = 1 ] && extras="[test]"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras"
 .venv/bin/python -m compileall -q src >/dev/null   # start-up speed even where PYTHONDONTWRITEBYTECODE is set
 ln -sfn "$PWD/.venv/bin/eveadm" /usr/local/bin/eveadm   # on PATH, where contrib/eveadm-agent.service runs it
+# `man eveadm`: the page the install above generated from this tree (an editable install does not place it)
+mkdir -p /usr/local/share/man/man8
+ln -sfn "$PWD/man/eveadm.8" /usr/local/share/man/man8/eveadm.8
 
 scripts/build-guest.sh "$EVEADM_ARTIFACTS/guest"
 scripts/build-rootfs.sh "$EVEADM_ARTIFACTS/rootfs"

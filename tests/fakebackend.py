@@ -62,6 +62,9 @@ class FakeBackend(Backend):
     def release(self, dom, *, delete=False):
         return self._call("release", dom, delete=delete) or []
 
+    def change_live(self, dom, key, old, new):
+        return self._call("change_live", dom, key=key, old=old, new=new, config=dict(dom.config))
+
 
 class Scripted:
     """A handler with domains in a dict. `fail_create=N` fails the next N creates; `ignore` names

@@ -14,6 +14,8 @@ domain stayed up 60 s), and the back-off is kept in <root>/agent-state.json so
 it survives an agent restart. SIGTERM or SIGINT ends the agent cleanly
 between two steps. Every decision is an event (`agent.boot`,
 `agent.restart`, `agent.boot_retry`).
+With `--metrics [HOST:]PORT` it also serves Prometheus metrics on
+http://HOST:PORT/metrics (eveadm.metrics; HOST defaults to 127.0.0.1).
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ STABLE_AFTER = 60.0  # s running after a restart before the back-off starts from
 
 
 class Agent:
-    def __init__(self, node, interval: float = 5.0, boot_retry: float = 600.0, log=None):
+    def __init__(self, node, interval: float = 5.0, boot_retry: float = 600.0, log=None,
+                 metrics: tuple[str, int] | None = None):
         self.node = node  # an eveadm.Node: the agent goes through the same door as the CLI
+        self.metrics = metrics  # (host, port) to serve Prometheus metrics on; None: off
         self.interval = interval
         self.boot_retry = boot_retry
         self.stopping = threading.Event()
@@ -108,6 +112,13 @@ class Agent:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
+        server = None
+        if self.metrics:  # before anything else: an address that cannot be served ends the agent at once
+            from .metrics import serve
+
+            server = serve(self.node, *self.metrics)
+            host, port = self.metrics
+            self.log(f"metrics on http://{f'[{host}]' if ':' in host else host}:{port}/metrics")
         self.log(f"started (interval {self.interval:g}s, boot retry {self.boot_retry:g}s)")
         self.boot_all()
         while not self.stopping.is_set():
@@ -116,6 +127,8 @@ class Agent:
             except EveadmError as exc:
                 self.log(f"verify failed: {exc}")
             self.stopping.wait(self.interval)
+        if server is not None:
+            server.shutdown()
         self.log("stopped")
         return 0
 

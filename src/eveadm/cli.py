@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from .errors import EveadmError, UsageError, ValidationError
+from .errors import BackendError, EveadmError, UsageError, ValidationError
 
 PROG = "eveadm"
 SHELLS = ("bash", "zsh", "fish")
@@ -69,6 +69,7 @@ def _json_flag(p, text="print the result as JSON"):
 def _args_create(p):
     p.add_argument("-f", "--file", help="payload file (default: stdin; - for stdin)")
     p.add_argument("--paused", action="store_true", help="create in the backend with CPUs stopped; `start` runs it")
+    p.add_argument("--pull", action="store_true", help="pull the payload's image first when it is not stored")
     _json_flag(p, "print the created domain as JSON")
 
 
@@ -92,7 +93,7 @@ def _args_reboot(p):
 
 def _args_kill(p):
     _domain_arg(p)
-    p.add_argument("-s", "--signal", default="KILL", help="signal name or number (default KILL)")
+    p.add_argument("-s", "--signal", default="TERM", help="signal name or number (default TERM, as vmadm)")
     _json_flag(p)
 
 
@@ -105,7 +106,7 @@ def _args_list(p):
     p.add_argument("-p", "--parsable", action="store_true", help="colon-separated, no header")
     p.add_argument("-H", "--no-header", action="store_true")
     _json_flag(p)
-    p.add_argument("-o", "--output", help="columns (default uuid,type,ram,state,alias)")
+    p.add_argument("-o", "--output", help="columns (default uuid,type,ram,state,alias; `eveadm help list` names all)")
     p.add_argument("-s", "--sort", help="sort fields, -field for descending (default ram,uuid)")
     p.add_argument("filters", nargs="*", metavar="field=value|field=~regex")
 
@@ -121,6 +122,12 @@ def _args_info(p):
     _domain_arg(p)
     p.add_argument("--log", nargs="?", const=20, type=int, metavar="LINES", help="print the console log's tail")
     _json_flag(p, "print as JSON (the default for info)")
+
+
+def _args_stats(p):
+    _domain_arg(p, nargs="*")
+    p.add_argument("-w", "--watch", type=_seconds, metavar="SECONDS", help="redraw every SECONDS until Ctrl-C, as top")
+    _json_flag(p, "print one JSON document (with -w: one JSON line per refresh)")
 
 
 def _args_update(p):
@@ -171,9 +178,64 @@ def _args_network(p):
     _json_flag(p)
 
 
+def _args_image(p):
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=Parser)
+
+    def action(name, text, target=None):
+        a = actions.add_parser(name, help=text, description=text, formatter_class=_formatter)
+        if target:
+            a.add_argument("target", metavar=target[0], help=target[1])
+        _json_flag(a, "print the result as JSON" + (" (progress: JSON lines on stderr)" if name in ("pull", "import")
+                                                    else ""))
+        return a
+
+    a = action("pull", "copy an image into the store with skopeo",
+               ("SOURCE", "docker://REF, a bare REF (docker), oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE"))
+    a.add_argument("--name", help="store it under this name (default: the reference it was pulled by)")
+    a.add_argument("--tls-verify", choices=["true", "false"], default="true",
+                   help="--tls-verify=false for a plain-HTTP registry (skopeo's flag)")
+    a = action("import", "store a VM disk image (qcow2, raw, iso), read-only",
+               ("FILE|URL", "a file, or an http(s) URL"))
+    a.add_argument("--sha256", metavar="HEX", required=True, help="its sha256, checked before it is listed")
+    a.add_argument("--name", help="a name for it (NAME[:TAG])")
+    a = action("list", "list stored images: name, digest, kind, size, domains using it")
+    a.add_argument("-H", dest="no_header", action="store_true", help="no header line")
+    action("get", "print a stored image as JSON", ("IMAGE", "a name or (a prefix of) sha256:DIGEST"))
+    action("delete", "remove a name, or the image and the files only it used (exit 5 while in use)",
+           ("IMAGE", "a name or (a prefix of) sha256:DIGEST"))
+    a = action("prune", "remove images, unpacked trees and blobs no domain uses, and partial downloads")
+    a.add_argument("-n", "--dry-run", action="store_true", help="say what would go, remove nothing")
+
+
+def _args_apply(p):
+    p.add_argument("-f", "--file", required=True,
+                   help="the desired state: networks and domains (YAML or JSON; - for stdin)")
+    p.add_argument("-n", "--dry-run", action="store_true", help="print the plan, change nothing")
+    p.add_argument("--prune", action="store_true", help="also delete what apply made and the file no longer has")
+    _json_flag(p, 'print {"steps": [...]} as JSON')
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    """--metrics: PORT (on 127.0.0.1), HOST:PORT or [IPv6]:PORT; another host only when the operator names it."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host = "127.0.0.1"
+    elif host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise argparse.ArgumentTypeError(f"write an IPv6 address in brackets: [{host}]:{port}")
+    if not host:
+        raise argparse.ArgumentTypeError(f"no host before :{port} (127.0.0.1:{port}; 0.0.0.0:{port} for every address)")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"not a port: {port!r} (give PORT or HOST:PORT)")
+    return host, int(port)
+
+
 def _args_agent(p):
     p.add_argument("--interval", type=_seconds, default=5.0, help="seconds between verifications (default 5)")
     p.add_argument("--boot-retry", type=_seconds, default=600.0, help="retry failed boots after (default 600)")
+    p.add_argument("--metrics", type=_listen_address, metavar="[HOST:]PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics (default host 127.0.0.1; off unless given)")
 
 
 def _args_completion(p):
@@ -181,7 +243,8 @@ def _args_completion(p):
 
 
 def _args_help(p):
-    p.add_argument("topic", nargs="?")
+    p.add_argument("topic", nargs="?", help="a command, or `properties`")
+    p.add_argument("brand", nargs="?", metavar="BRAND", help="with properties: only what this brand takes")
 
 
 # name -> (aliases, help, argument builder, examples)
@@ -199,7 +262,7 @@ COMMANDS = {
   eveadm stop web1 -F                    # skip the graceful request"""),
     "reboot": ((), "stop then start a domain", _args_reboot, "examples:\n  eveadm reboot web1\n  eveadm reboot web1 -F"),
     "kill": ((), "send a signal to the domain's process (VMM / container)", _args_kill,
-             "examples:\n  eveadm kill web1             # SIGKILL\n  eveadm kill web1 -s TERM"),
+             "examples:\n  eveadm kill web1             # SIGTERM\n  eveadm kill web1 -s KILL"),
     "delete": (("destroy",), "stop impatiently and remove a domain and the files eveadm made for it", _args_uuid_json,
                "examples:\n  eveadm delete web1     # stop impatiently, destroy, remove rendered files, disk copies,"
                " the record"),
@@ -217,6 +280,10 @@ COMMANDS = {
   eveadm lookup -j -o uuid,state brand=kvm"""),
     "info": ((), "backend runtime detail (QMP queries, xl list -l, OCI state)", _args_info,
              "examples:\n  eveadm info web1\n  eveadm info web1 --log 50     # last 50 lines of the console log"),
+    "stats": ((), "CPU, memory, disk and network counters of running domains", _args_stats, """examples:
+  eveadm stats                           # every active domain, once
+  eveadm stats web1 -j                   # as JSON: cpu_seconds, memory_bytes, disk_*, net_*
+  eveadm stats -w 2                      # redraw every 2 s with CPU%, as top; Ctrl-C ends it"""),
     "update": ((), "change a domain's properties", _args_update, """examples:
   eveadm update web1 ram=512 alias=web-one
   eveadm update web1 -f changes.json
@@ -244,12 +311,30 @@ COMMANDS = {
   eveadm network delete lan              # refused (exit 5) while a domain's nic names it
   eveadm network up                      # recreate bridges, dnsmasq, NAT rules after a reboot
   eveadm network leases lan -j           # {mac: ip} from dnsmasq"""),
+    "image": ((), "images: pull from registries, import VM disk images, list, delete, prune (imgadm)", _args_image,
+              """examples:
+  eveadm image pull docker://127.0.0.1:5000/busybox:1 --tls-verify=false
+  eveadm image pull oci:/srv/layout:latest --name web:1
+  eveadm image import disk.qcow2 --sha256 9f86d0...  --name debian:12
+  eveadm image list
+  eveadm image get 127.0.0.1:5000/busybox:1
+  eveadm image delete debian:12          # refused (exit 5) while a domain uses it
+  eveadm image prune                     # images, unpacked trees and blobs no domain uses"""),
+    "apply": ((), "converge the node to a desired state: networks and domains in one file", _args_apply,
+              """examples:
+  eveadm apply -f node.yaml --dry-run    # the plan: create, update, start, stop, delete
+  eveadm apply -f node.yaml              # carry it out; a second run plans nothing
+  eveadm apply -f node.yaml --prune -j   # also delete what apply made and the file dropped"""),
     "agent": ((), "supervise: boot autoboot domains, restart crashed ones, retry failed boots", _args_agent,
-              "examples:\n  eveadm agent                  # foreground; see contrib/eveadm-agent.service"),
+              "examples:\n  eveadm agent                  # foreground; see contrib/eveadm-agent.service"
+              "\n  eveadm agent --metrics 9464    # and Prometheus metrics on http://127.0.0.1:9464/metrics"),
     "completion": ((), "print a shell completion script (bash, zsh, fish)", _args_completion,
                    "examples:\n  source <(eveadm completion bash)\n  eveadm completion fish > "
                    "~/.config/fish/completions/eveadm.fish"),
-    "help": ((), "show help for a command", _args_help, "examples:\n  eveadm help list"),
+    "help": ((), "show help for a command, or the payload's properties", _args_help, """examples:
+  eveadm help list                       # options, examples and the list columns
+  eveadm help properties kvm             # every property kvm takes: type, default, when it may change
+  man eveadm                             # all of it in one page"""),
 }
 ALIASES = {alias: name for name, (aliases, *_rest) in COMMANDS.items() for alias in aliases}
 
@@ -258,7 +343,8 @@ def build_parser(only: str | None = None) -> Parser:
     """The parser of every command; with `only`, of that command alone (what a run needs)."""
     p = Parser(prog=PROG, description="Run VMs and containers on this node (kvm, xen, container, rkt, null).",
                formatter_class=_formatter,
-               epilog="Run `eveadm help COMMAND` for a command's options and examples.")
+               epilog="Run `eveadm help COMMAND` for a command's options and examples,\n"
+                      "`eveadm help properties [BRAND]` for the payload, `man eveadm` for all of it.")
     p.add_argument("--root", help="state root (default $EVEADM_ROOT, /var/lib/eveadm as root)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     p.add_argument("--version", action="store_true", help="print the version")
@@ -393,7 +479,8 @@ def parse_signal(text: str) -> int:
 
 
 def cmd_create(args, node) -> int:
-    dom = node.create(read_payload(args.file), paused=args.paused)
+    node.image_progress(_progress_mode(args))
+    dom = node.create(read_payload(args.file), paused=args.paused, pull=args.pull)
     say(f"Successfully created domain {dom['uuid']} ({'paused' if args.paused else dom['state']})")
     emit(dom, args.json)
     return 0
@@ -482,14 +569,67 @@ def cmd_info(args, node) -> int:
     return 0
 
 
+STATS_COLUMNS = ("UUID", "ALIAS", "BRAND", "STATE", "CPU-SEC", "CPU%", "MEMORY", "DISK-READ", "DISK-WRITE",
+                 "NET-RX", "NET-TX")
+
+
+def _size(n) -> str:
+    """Bytes for people, in binary units: 512B, 1.5K, 230M, 12G."""
+    if n is None:
+        return "-"
+    for unit in ("B", "K", "M", "G", "T"):
+        if n < 1024 or unit == "T":
+            return f"{n:.0f}{unit}" if unit == "B" or n >= 100 else f"{n:.1f}{unit}"
+        n /= 1024
+
+
+def _stats_table(rows: list[dict], before: dict | None = None) -> str:
+    """One line per domain; CPU% is the share of one CPU since the reading `before` (-w), else -."""
+    lines = [list(STATS_COLUMNS)]
+    for r in rows:
+        cpu, prev = r.get("cpu_seconds"), (before or {}).get(r["uuid"], {})
+        share = "-"
+        if cpu is not None and prev.get("cpu_seconds") is not None and r["time"] > prev["time"]:
+            share = f"{max(0.0, cpu - prev['cpu_seconds']) / (r['time'] - prev['time']) * 100:.1f}"
+        lines.append([r["uuid"], r["alias"] or "-", r["brand"], r["state"], "-" if cpu is None else f"{cpu:.2f}",
+                      share] + [_size(r.get(k)) for k in ("memory_bytes", "disk_read_bytes", "disk_write_bytes",
+                                                          "net_rx_bytes", "net_tx_bytes")])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(STATS_COLUMNS))]
+    return "".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() + "\n" for line in lines)
+
+
+def cmd_stats(args, node) -> int:
+    if args.watch is None:
+        emit(node.stats(args.uuid or None), args.json, _stats_table)
+        return 0
+    if args.watch < 0.1:
+        raise UsageError("-w needs at least 0.1 seconds between refreshes")
+    import time
+
+    from . import interrupts
+
+    before: dict = {}
+    while True:  # until Ctrl-C (exit 130, as every interrupted command)
+        rows = node.stats(args.uuid or None)
+        if args.json:
+            sys.stdout.write(dumps(rows, indent=None) + "\n")
+        else:
+            sys.stdout.write(("\x1b[H\x1b[2J" if sys.stdout.isatty() else "") + _stats_table(rows, before))
+        sys.stdout.flush()
+        before = {r["uuid"]: r for r in rows}
+        with interrupts.waiting():
+            time.sleep(args.watch)  # the refresh interval the operator asked for
+
+
 def cmd_update(args, node) -> int:
     if args.file is not None and args.assignments:
         raise UsageError("give either -f FILE or key=value pairs, not both")
     payload = parse_assignments(args.assignments) if args.assignments else read_payload(args.file)
     result = node.update(args.uuid, payload)
     say(f"Successfully updated domain {result['domain']['uuid']}")
-    if result["restart_required"]:
-        say(f"takes effect at the next start: {', '.join(result['restart_required'])}")
+    for key, how in result["changes"].items():
+        if how["applied"] == "pending":
+            say(f"{key}: {how['detail']}")
     emit(result, args.json)
     return 0
 
@@ -622,10 +762,76 @@ def cmd_network(args, node) -> int:
     return 0
 
 
+def _progress_mode(args) -> str:
+    if getattr(args, "json", False):
+        return "json"
+    return "bar" if sys.stderr.isatty() else "quiet"
+
+
+IMAGE_COLUMNS = (("NAME", 30), ("DIGEST", 19), ("KIND", 4), ("SIZE", 8), ("USED", 4))
+
+
+def _image_table(images: list[dict], header: bool = True) -> str:
+    rows = [[title for title, _ in IMAGE_COLUMNS]] if header else []
+    for img in images:
+        size = img.get("size") or 0
+        cells = [img["digest"][:19], img["kind"], f"{size / 1e6:.1f}M", str(len(img["domains"]))]
+        rows += [[name] + cells for name in img["names"] or ["-"]]
+    widths = [w for _, w in IMAGE_COLUMNS]
+    return "".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n" for row in rows)
+
+
+def cmd_image(args, node) -> int:
+    action, target = args.action, getattr(args, "target", None)
+    node.image_progress(_progress_mode(args))
+    if action == "pull":
+        img = node.image_pull(target, args.name, tls_verify=args.tls_verify == "true")
+        say(f"Successfully pulled {', '.join(img['names']) or target} ({img['digest'][:19]}, "
+            f"{(img.get('size') or 0) / 1e6:.1f} MB)")
+        emit(img, args.json)
+    elif action == "import":
+        img = node.image_import(target, args.sha256, args.name)
+        say(f"Successfully imported {', '.join(img['names']) or img['digest']} ({img['format']}, "
+            f"{(img.get('size') or 0) / 1e6:.1f} MB)")
+        emit(img, args.json)
+    elif action == "list":
+        emit(node.image_list(), args.json, lambda imgs: _image_table(imgs, header=not args.no_header))
+    elif action == "get":
+        emit(node.image_get(target), True)  # JSON with or without -j, as `get`
+    elif action == "delete":
+        removed = node.image_delete(target)
+        say(f"Successfully deleted image {target}" + ("" if removed else " (the name; the image keeps its others)"))
+        emit({"removed": removed}, args.json)
+    else:
+        result = node.image_prune(dry_run=args.dry_run)
+        verb = "Would remove" if args.dry_run else "Removed"
+        say(f"{verb} {len(result['images'])} image(s) and {len(result['removed'])} file(s), "
+            f"{result['freed_bytes'] / 1e6:.1f} MB")
+        emit(result, args.json)
+    return 0
+
+
+def cmd_apply(args, node) -> int:
+    from . import apply
+
+    result = node.apply(apply.load(args.file), dry_run=args.dry_run, prune=args.prune)
+
+    def human(res) -> str:
+        if not res["steps"]:
+            return "nothing to do: the node matches the desired state\n"
+        return "".join(f"{s['status']:<9} {s['action']:<15} {s['target']}" + (f"  ({s['detail']})" if s["detail"] else "")
+                       + (f": {s['error']}" if s.get("error") else "") + "\n" for s in res["steps"])
+
+    emit(result, args.json, human)
+    if result["error"]:
+        raise BackendError(f"apply stopped: {result['error']}")
+    return 0
+
+
 def cmd_agent(args, node) -> int:
     from .agent import Agent
 
-    return Agent(node, interval=args.interval, boot_retry=args.boot_retry).run()
+    return Agent(node, interval=args.interval, boot_retry=args.boot_retry, metrics=args.metrics).run()
 
 
 # commands that need no state root
@@ -637,13 +843,9 @@ def cmd_completion(args) -> int:
 
 
 def cmd_help(args) -> int:
-    parser = build_parser()
-    if args.topic:
-        name = ALIASES.get(args.topic, args.topic)
-        if name not in COMMANDS:
-            raise UsageError(f"no command {args.topic!r}")
-        parser.parse_args([name, "--help"])  # prints the command's help and exits 0
-    parser.print_help()
+    from . import reference  # only help pays for the reference
+
+    sys.stdout.write(reference.help_text(build_parser(), args.topic, args.brand))
     return 0
 
 

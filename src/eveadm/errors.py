@@ -68,3 +68,20 @@ class BackendUnavailable(BackendError):
 
 class NotSupported(BackendError):
     """The operation has no meaning for this brand (e.g. `pci` on container)."""
+
+
+class NotLive(EveadmError):
+    """A change a running domain cannot take now (the brand cannot, the guest refused, above the
+    boot-time maximum); nothing was changed and it waits for the next start. Never reaches the user
+    as an error: `update` reports it per change."""
+
+    exit_code = 1
+
+
+class LiveChangeFailed(BackendError):
+    """A live change failed part-way. `in_effect` is the property's value that now runs (what the
+    backend managed to apply and could not undo), so the record can say the truth."""
+
+    def __init__(self, message: str, in_effect=None):
+        super().__init__(message)
+        self.in_effect = in_effect

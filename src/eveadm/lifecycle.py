@@ -1,4 +1,4 @@
-"""The lifecycle engine: one state machine above every backend (SPEC §4, after domainmgr).
+"""The lifecycle engine: one state machine above every backend (docs/contract.md; after domainmgr).
 
     provisioning -> paused -> booting -> running -> stopping -> stopped
                  \\-> failed (create failed after retries, unpause failed, crashed, vanished)
@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import signal as _signal
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 
 from . import faults, interrupts, privatedir, schema
 from .backends import CONTAINER, brands
@@ -23,8 +23,10 @@ from .backends import load as load_backend
 from .backends.base import (ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN, Backend, Domain,
                             Status)
 from .backends.host import BackendContext
-from .errors import (BackendError, Conflict, EveadmError, Interrupted, LockHeld, NotFound, PermanentError, Timeout,
-                     UsageError, ValidationError)
+from .errors import (BackendError, Conflict, EveadmError, Interrupted, LiveChangeFailed, LockHeld, NotFound, NotLive,
+                     PermanentError, Timeout, UsageError, ValidationError)
+from .image_ops import ImageOps
+from .network_ops import NETWORKS_LOCK, NetworkOps
 from .store import Record, Store, iso
 
 TYPE_CHECKING = False  # pathlib costs CLI start-up; annotations are never evaluated
@@ -71,7 +73,7 @@ STOP_LADDER = (
     Rung("destroy", "stop.destroyed", lambda b, dom, t: b.destroy(dom, t), "destroy_timeout", 10, False),
 )
 STOPPED_BY_EVEADM = "stopped by eveadm"
-NETWORKS_LOCK = "networks"  # the lock held while any network is added, changed or removed
+ALIASES_LOCK = "aliases"  # held while a record taking an alias is written: an alias names one domain
 IMPATIENT_BUDGET = 6  # s: delete's cap on every rung (domainmgr's impatient doInactivate, shortened)
 
 
@@ -79,7 +81,7 @@ def _now_iso() -> str:
     return iso(time.time())
 
 
-class Engine:
+class Engine(NetworkOps, ImageOps):
     def __init__(self, root, run_root=None, backends: dict[str, Backend] | None = None):
         self.ctx = BackendContext(root, run_root)
         self.store = Store(self.ctx.root_dir, lambda: (self._num("journal_max_events", 100_000),
@@ -168,6 +170,8 @@ class Engine:
         """The validate report for a create or update payload (empty lists when valid)."""
         if action == "create":
             return self._check_create(payload)[0]
+        if brand is not None and brand not in brands():
+            raise UsageError(f"unknown brand {brand!r} (brands: {', '.join(brands())})")
         return schema.check_update(payload, brand)
 
     def _check_create(self, payload) -> tuple[dict, dict | None]:
@@ -178,6 +182,8 @@ class Engine:
         cfg = schema.normalize(payload)
         for path, msg in self._nic_problems(cfg):
             report["bad_values"].append({"property": path, "message": msg})
+        for path, msg in self._image_problems(cfg):
+            report["bad_values"].append({"property": path, "message": msg})
         for path, msg in self.backend(cfg["brand"]).validate(cfg):
             report["bad_values"].append({"property": path, "message": msg})
         return report, cfg
@@ -187,8 +193,11 @@ class Engine:
         if schema.is_empty(report):
             return
         parts = []
-        if report["bad_properties"]:
-            parts.append("unknown properties: " + ", ".join(report["bad_properties"]))
+        fixed = [schema.fixed_message(p) if what == "update" else None for p in report["bad_properties"]]
+        unknown = [p for p, why in zip(report["bad_properties"], fixed) if not why]
+        if unknown:
+            parts.append("unknown properties: " + ", ".join(unknown))
+        parts += filter(None, fixed)
         for bad in report["bad_values"]:
             parts.append(f"{bad['property'] or 'payload'} {bad['message']}")
         if report["missing_properties"]:
@@ -209,7 +218,7 @@ class Engine:
                 raise Conflict(f"domain {uuid} already exists")
             rec = Record(uuid, cfg.get("alias"), cfg["brand"], "provisioning", cfg,
                          {"tried_count": 0, "boot_failed": False}, {}, 0, 0)
-            with self._nic_networks_held(cfg, "create"):
+            with self._alias_held(cfg.get("alias"), uuid), self._nic_networks_held(cfg, "create"):
                 self.store.insert(rec, ("create", {"brand": cfg["brand"], "paused": paused}))
             if paused or cfg.get("autoboot", True):
                 self._boot(rec, activate=not paused)
@@ -244,7 +253,7 @@ class Engine:
         """Create paused (with retries), then activate unless asked to stay paused."""
         dom = self.domain(rec)
         backend = self.backend(rec.brand)
-        rec.runtime.pop("pending_restart", None)  # this boot uses the current config
+        self._take_pending(rec)  # this boot uses the config as updated
         try:
             backend.check_available()
             privatedir.ensure(str(dom.data_dir))
@@ -446,6 +455,7 @@ class Engine:
             if err and not failure:
                 failure = f"ended, but destroying what remains failed: {err}"
         self._quietly(backend.release, dom)
+        self._take_pending(rec)  # released with the config that ran; the next start gets the update
         # the backend may know when it really ended (a container's monitor records it)
         rec.runtime.update(domain_id=None, pid=None, exit_timestamp=st.detail.get("exit_timestamp") or _now_iso())
         # who ended it: the agent's restart policy restarts only what ended by itself
@@ -480,7 +490,7 @@ class Engine:
             self._boot(rec, activate=True)
             return rec
 
-    def kill(self, ident: str, sig: int = _signal.SIGKILL) -> Record:
+    def kill(self, ident: str, sig: int = _signal.SIGTERM) -> Record:
         uuid = self.resolve(ident)
         with self.lock(uuid):
             rec = self.load(uuid)
@@ -517,7 +527,10 @@ class Engine:
         return removed
 
     # -- update -----------------------------------------------------------------------------
-    def update(self, ident: str, payload) -> tuple[Record, list[str], list[str]]:
+    def update(self, ident: str, payload) -> tuple[Record, dict]:
+        """Apply an update; per changed property, how: {"applied": "live"|"stored"|"pending", "detail"}.
+        A running domain's record holds only what runs: a change it could not take now waits in
+        runtime.pending_restart ({property: new value, null = removed}) until the domain next stops."""
         uuid = self.resolve(ident)
         with self.lock(uuid):
             rec = self.load(uuid)
@@ -531,20 +544,83 @@ class Engine:
                 for path, msg in self.backend(rec.brand).validate(new):
                     full["bad_values"].append({"property": path, "message": msg})
             self._raise_report(full, "update")
+            if "alias" in changed:  # before anything changes; checked again under the lock at the save
+                self._check_alias_free(new.get("alias"), uuid)
             self._reconcile_locked(rec)
             if "pci_devices" in changed and rec.state not in INACTIVE:
                 raise Conflict(f"domain {uuid} is {rec.state}: pci_devices change only while stopped")
-            live = [k for k in changed if schema.update_mode(k) == schema.LIVE]
-            restart = [k for k in changed if k not in live]
-            if rec.state in INACTIVE:
-                live, restart = changed, []  # nothing runs: all of it takes effect at the next start
-            else:
-                rec.runtime["pending_restart"] = sorted(set(rec.runtime.get("pending_restart") or []) | set(restart))
-            rec.config = new
             rec.alias = new.get("alias")
-            with self._nic_networks_held(new if "nics" in changed else {}, "update"):
-                self.store.save(rec, [("update", {"changed": changed, "live": live, "restart": restart})])
-            return rec, live, restart
+            if rec.state in INACTIVE:  # nothing runs: all of it takes effect at the next start
+                rec.config = new
+                results = {k: {"applied": "stored", "detail": "takes effect at the next start"} for k in changed}
+                failure = None
+            else:
+                results, failure = self._change_running(rec, new, changed)
+            with self._alias_held(new.get("alias") if "alias" in changed else None, uuid), \
+                    self._nic_networks_held(new if "nics" in changed else {}, "update"):
+                self.store.save(rec, [("update", {"changed": changed, "results": results})])
+            if failure:
+                raise BackendError(f"domain {uuid}: {failure}; `eveadm get` shows what runs now and what is "
+                                   "pending_restart")
+            return rec, results
+
+    def _change_running(self, rec: Record, new: dict, changed: list[str]) -> tuple[dict, str | None]:
+        """Apply `changed` to a running domain: metadata at once, every other property through the
+        backend's change_live, one at a time, so the record tracks what actually runs. What cannot
+        change now goes to pending_restart; a failure stops the rest (also pending) and is returned."""
+        cur = dict(rec.config)
+        pending = dict(rec.runtime.get("pending_restart") or {})
+        results: dict[str, dict] = {}
+        failure = None
+        backend = self.backend(rec.brand)
+        live_keys = brand_facts(rec.brand).live
+        for key in changed:
+            mode = schema.update_mode(key)
+            if mode == schema.LIVE:  # eveadm's own settings and metadata: nothing in the domain to change
+                cur[key] = new[key] if key in new else None
+                results[key] = {"applied": "live", "detail": "in effect now"}
+                continue
+            if failure:
+                results[key] = {"applied": "pending", "detail": "not tried: an earlier change failed"}
+            else:
+                rec.config = cur
+                try:
+                    if key not in live_keys:
+                        raise NotLive(f"brand {rec.brand} cannot change {key} while it runs")
+                    backend.change_live(self.domain(rec), key, cur.get(key), new.get(key))
+                    cur[key] = new.get(key)
+                    results[key] = {"applied": "live", "detail": "in effect now"}
+                    pending.pop(key, None)
+                    continue
+                except NotLive as exc:
+                    results[key] = {"applied": "pending", "detail": f"pending until restart: {exc}"}
+                except LiveChangeFailed as exc:
+                    cur[key] = exc.in_effect
+                    failure = f"live change of {key} failed: {exc}"
+                    results[key] = {"applied": "pending", "detail": failure}
+                except EveadmError as exc:
+                    failure = f"live change of {key} failed: {exc}"
+                    results[key] = {"applied": "pending", "detail": failure}
+            pending[key] = new.get(key)
+        rec.config = {k: v for k, v in cur.items() if v is not None}
+        if pending:
+            rec.runtime["pending_restart"] = pending
+        else:
+            rec.runtime.pop("pending_restart", None)
+        return results, failure
+
+    @staticmethod
+    def _take_pending(rec: Record) -> None:
+        """The domain no longer runs (or boots anew): what waited for a restart is now its config."""
+        pending = rec.runtime.pop("pending_restart", None)
+        if isinstance(pending, dict) and pending:
+            cfg = dict(rec.config)
+            for key, value in pending.items():
+                if value is None:
+                    cfg.pop(key, None)
+                else:
+                    cfg[key] = value
+            rec.config = cfg
 
     # -- truth on read -------------------------------------------------------------------------
     def reconcile(self, recs: list[Record], note_ids: bool = True) -> None:
@@ -638,6 +714,23 @@ class Engine:
         self.reconcile(recs)
         return recs
 
+    def stats(self, uuids: list[str] | None = None) -> list[tuple[Record, dict]]:
+        """(record, the backend's counters) of the domains named (else all), verified first; the counters
+        asked of each brand once for all its active domains; {} for an inactive one or an unknown brand."""
+        recs = [self.load(self.resolve(u)) for u in uuids] if uuids else self.store.all(columns_only=True)
+        self.reconcile(recs, note_ids=False)
+        by_brand: dict[str, list[Record]] = {}
+        for rec in recs:
+            if rec.state in ACTIVE:
+                by_brand.setdefault(rec.brand, []).append(rec)
+        found: dict[str, dict] = {}
+        for brand, group in by_brand.items():
+            try:
+                found.update(self.backend(brand).stats([self.domain(r) for r in group]) or {})
+            except EveadmError as exc:
+                self.warnings.append(f"cannot read {brand} stats: {exc}")
+        return [(rec, found.get(rec.uuid, {}) if rec.state in ACTIVE else {}) for rec in recs]
+
     def nic_addresses(self, rec: Record) -> list[str | None]:
         """The addresses of an active domain's nics (see Backend.nic_addresses); [] when not running."""
         if rec.state not in ACTIVE or not rec.config.get("nics"):
@@ -695,6 +788,7 @@ class Engine:
                             self._stop(rec, force=True, timeout=0)
         findings += self._leftovers(fix)
         findings += self._network_leftovers(fix)
+        findings += self._image_leftovers(fix)
         return findings
 
     def _leftovers(self, fix: bool) -> list[str]:
@@ -742,179 +836,30 @@ class Engine:
         return {uuid for uuid, _ in self.store.names()} | {NETWORKS_LOCK} | {
             LOCK_PREFIX + n["name"] for n in self.store.networks()}
 
-    def _network_leftovers(self, fix: bool) -> list[str]:
-        """dnsmasq processes, nft rules, bridges and state directories eveadm made for networks it no
-        longer has (each carries this state root's mark: nothing else is touched)."""
-        from .network import host as nethost
-        from .network import state_dir
-
-        found = []
-        stored = {n["name"] for n in self.store.networks()}
-        try:
-            leftovers = nethost.leftovers(self.ctx, stored)
-        except EveadmError as exc:
-            return [f"network: cannot look for leftovers: {exc}"]
-        for item in leftovers:
-            found.append(f"network: {item.describe()}: made by eveadm for a network it does not have")
-            if fix:
-                err = self._try(item.remove)
-                if err:
-                    found.append(f"network: could not remove {item.describe()}: {err}")
-        parent = os.path.dirname(state_dir(self.ctx.root_dir, "x"))
-        if os.path.isdir(parent):
-            for name in sorted(os.listdir(parent)):
-                if name not in stored:
-                    found.append(f"{os.path.join(parent, name)}: left over from a deleted network")
-                    if fix:
-                        import shutil
-
-                        shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
-        return found
-
-    # -- networks ---------------------------------------------------------------------------------
-    def _nic_problems(self, cfg: dict) -> list:
-        """Nics naming a network that is not stored, an address outside its subnet, or a bridge that
-        is not on the host (for brands wired to the host)."""
-        from .network import spec as netspec
-
-        nics = cfg.get("nics") or []
-        if not nics:
-            return []
-        names = {n.get("network") for n in nics if isinstance(n, dict)} - {None}
-        networks = {n["name"]: n for n in self.store.networks()} if names else {}
-        errs = netspec.check_nics(nics, networks, cfg["brand"])
-        if not errs and any(isinstance(n, dict) and n.get("network") and n.get("ip") for n in nics):
-            taken = {(n["network"], n["ip"].split("/")[0]): rec.alias or rec.uuid
-                     for rec in self.store.all() if rec.uuid != cfg.get("uuid")
-                     for n in rec.config.get("nics") or [] if n.get("network") and n.get("ip")}
-            errs += netspec.check_static_addresses(nics, taken)
-        return errs
-
+    # -- aliases ------------------------------------------------------------------------------------
     @contextmanager
-    def _nic_networks_held(self, cfg: dict, what: str):
-        """Hold the locks of the networks cfg's nics name, and check they still exist, while the record
-        is written: a `network delete` (which holds the same lock) then sees the new user or wins."""
-        names = sorted({n.get("network") for n in cfg.get("nics") or [] if isinstance(n, dict)} - {None})
-        with ExitStack() as held:
-            for name in names:
-                held.enter_context(self._network_lock(name))
-                if self.store.network(name) is None:
-                    report = schema.empty_report()
-                    report["bad_values"].append({"property": "nics", "message": f"network {name} was just deleted"})
-                    self._raise_report(report, what)
+    def _alias_held(self, alias: str | None, uuid: str):
+        """Hold the aliases lock, and check no other domain has `alias`, while the record taking it is
+        written: commands accept an alias in place of a UUID, so two domains must never share one."""
+        if not alias:
+            yield
+            return
+        with self.store.lock(ALIASES_LOCK, self.lock_timeout, f"eveadm (alias {alias})"):
+            self._check_alias_free(alias, uuid)
             yield
 
-    def _network_lock(self, name: str):
-        from .network import LOCK_PREFIX
+    def _check_alias_free(self, alias: str | None, uuid: str) -> None:
+        others = [u for u in self.store.by_alias(alias) if u != uuid] if alias else []
+        if others:
+            raise Conflict(f"alias {alias!r} is in use by domain {others[0]}")
 
-        return self.store.lock(LOCK_PREFIX + name, self.lock_timeout, f"eveadm network ... {name}")
-
-    def _networks_lock(self):
-        """Held while networks are added, changed or removed: subnets are checked against all others."""
-        return self.store.lock(NETWORKS_LOCK, self.lock_timeout)
-
-    def network_load(self, name: str) -> dict:
-        cfg = self.store.network(name)
-        if cfg is None:
-            known = ", ".join(n["name"] for n in self.store.networks()) or "none"
-            raise NotFound(f"network {name} not found (networks: {known})")
-        return cfg
-
-    def network_users(self, name: str) -> list[Record]:
-        return [rec for rec in self.store.all()
-                if any(isinstance(n, dict) and n.get("network") == name for n in rec.config.get("nics") or [])]
-
-    def network_create(self, payload) -> dict:
-        from .network import host as nethost
-        from .network import spec as netspec
-
-        with self._networks_lock():
-            existing = self.store.networks()
-            report = netspec.check_create(payload, existing)
-            self._raise_report(report, "network")
-            if any(n["name"] == payload["name"] for n in existing):
-                raise Conflict(f"network {payload['name']} already exists")
-            cfg = netspec.normalize(payload, existing)
-            with self._network_lock(cfg["name"]):
-                try:
-                    nethost.bring_up(self.ctx, cfg)
-                except (EveadmError, OSError) as exc:
-                    self._quietly(nethost.tear_down, self.ctx, cfg)  # nothing half-made stays
-                    raise BackendError(f"network {cfg['name']}: {exc}") from None
-                self.store.network_insert(cfg, ("network.create", {"network": cfg}))
-        return cfg
-
-    def network_get(self, name: str) -> dict:
-        from .network import host as nethost
-
-        cfg = self.network_load(name)
-        out = dict(cfg)
+    def unavailable(self, brand: str) -> str | None:
+        """Why this host cannot run the brand (one line naming what is missing), None when it can."""
         try:
-            out.update(nethost.status(self.ctx, cfg))
+            self.backend(brand).check_available()
+            return None
         except EveadmError as exc:
-            self.warnings.append(f"cannot read network {name} on the host: {exc}")
-        out["domains"] = [rec.uuid for rec in self.network_users(name)]
-        return out
-
-    def network_list(self) -> list[dict]:
-        return [self.network_get(cfg["name"]) for cfg in self.store.networks()]
-
-    def network_update(self, name: str, payload) -> tuple[dict, list[str]]:
-        from .network import host as nethost
-        from .network import spec as netspec
-
-        with self._networks_lock(), self._network_lock(name):
-            cfg = self.network_load(name)
-            self._raise_report(netspec.check_update(cfg, payload, self.store.networks()), "network update")
-            new = netspec.apply_update(cfg, payload)
-            changed = sorted(k for k in netspec.UPDATABLE if new.get(k) != cfg.get(k))
-            if not changed:
-                return cfg, []
-            if "uplink" in changed and cfg.get("uplink"):
-                nethost.release_uplink(self.ctx, cfg, cfg["uplink"])
-            if new["type"] == "local" and ({"dns", "mtu"} & set(changed)):
-                nethost.stop_dnsmasq(self.ctx.root_dir, name)  # its arguments changed: start it anew
-            nethost.bring_up(self.ctx, new)
-            if "mtu" in changed and "mtu" not in new:
-                self.warnings.append(f"network {name}: the bridge keeps its MTU until the network is made again")
-            self.store.network_save(new, ("network.update", {"changed": changed}))
-            return new, changed
-
-    def network_delete(self, name: str) -> list[str]:
-        from .network import host as nethost
-
-        with self._networks_lock(), self._network_lock(name):
-            cfg = self.network_load(name)
-            users = self.network_users(name)
-            if users:
-                named = ", ".join(rec.alias or rec.uuid for rec in users)
-                raise Conflict(f"network {name} is used by {len(users)} domain(s): {named}")
-            removed = nethost.tear_down(self.ctx, cfg)
-            self.store.network_remove(name, ("network.delete", {"removed": removed}))
-        return removed
-
-    def network_up(self, name: str | None = None) -> dict[str, list[str]]:
-        """Recreate what the store's networks need on the host (after a reboot, a dnsmasq that died,
-        a bridge deleted by hand): {network: what was remade}. Errors are warnings, one per network."""
-        from .network import host as nethost
-
-        names = [name] if name else [n["name"] for n in self.store.networks()]
-        out = {}
-        for net in names:
-            with self._network_lock(net):
-                cfg = self.network_load(net)
-                try:
-                    # a read first: the agent calls this every cycle, and most of the time all is there
-                    made = [] if nethost.status(self.ctx, cfg)["up"] else nethost.bring_up(self.ctx, cfg)
-                except (EveadmError, OSError) as exc:
-                    if name:
-                        raise
-                    self.warnings.append(f"network {net}: {exc}")
-                    continue
-                if made:
-                    self.store.append_event("network:" + net, net, "network.up", {"remade": made})
-                out[net] = made
-        return out
+            return str(exc)
 
     def _available_backend(self, brand: str) -> Backend | None:
         """The brand's backend if this host can run it (doctor looks only where it can)."""
@@ -951,4 +896,3 @@ class Engine:
         self._raise_report(report, "create")
         rec = Record(cfg["uuid"], cfg.get("alias"), cfg["brand"], "stopped", cfg, {}, {}, 0, 0)
         return self.backend(cfg["brand"]).render(self.domain(rec))
-

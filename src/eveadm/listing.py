@@ -7,38 +7,38 @@ import re
 from .errors import UsageError
 from .schema import LazyPattern
 
-# field -> (header, minimum width)
+# field -> (header, minimum width, what it shows: `eveadm help list`, docs/payload.md and the man page)
 LIST_FIELDS = {
-    "uuid": ("UUID", 36),
-    "type": ("TYPE", 4),
-    "ram": ("RAM", 7),
-    "state": ("STATE", 16),
-    "alias": ("ALIAS", 10),
-    "brand": ("BRAND", 9),
-    "vcpus": ("VCPUS", 5),
-    "max_ram": ("MAX_RAM", 8),
-    "cpus": ("CPUS", 8),
-    "virt_mode": ("MODE", 4),
-    "autoboot": ("AUTOBOOT", 8),
-    "pid": ("PID", 6),
-    "domain_id": ("DOMID", 6),
-    "image": ("IMAGE", 20),
-    "stop_timeout": ("STOP_TIMEOUT", 12),
-    "on_crash": ("ON_CRASH", 8),
-    "exit_status": ("EXIT", 4),
-    "exit_timestamp": ("EXIT_TIMESTAMP", 24),
-    "create_timestamp": ("CREATE_TIMESTAMP", 24),
-    "boot_timestamp": ("BOOT_TIMESTAMP", 24),
-    "last_modified": ("LAST_MODIFIED", 24),
-    "tried_count": ("TRIES", 5),
-    "boot_failed": ("BOOT_FAILED", 11),
-    "vnc_port": ("VNC", 5),
+    "uuid": ("UUID", 36, "the domain's UUID"),
+    "type": ("TYPE", 4, "the brand's type code: KVM, XEN, CONT, RKT, NULL"),
+    "ram": ("RAM", 7, "memory in MiB"),
+    "state": ("STATE", 16, "the lifecycle state"),
+    "alias": ("ALIAS", 10, "the domain's alias"),
+    "brand": ("BRAND", 9, "the brand"),
+    "vcpus": ("VCPUS", 5, "virtual CPUs"),
+    "max_ram": ("MAX_RAM", 8, "the most memory in MiB a VM may grow to"),
+    "cpus": ("CPUS", 8, "the host CPUs it is pinned to"),
+    "virt_mode": ("MODE", 4, "the virtualization mode"),
+    "autoboot": ("AUTOBOOT", 8, "whether it starts with the agent"),
+    "pid": ("PID", 6, "the pid of its VMM or program, while it runs"),
+    "domain_id": ("DOMID", 6, "xen's domid; the QEMU or container pid"),
+    "image": ("IMAGE", 20, "the container's image"),
+    "stop_timeout": ("STOP_TIMEOUT", 12, "the graceful stop's budget in seconds"),
+    "on_crash": ("ON_CRASH", 8, "halt or restart when it dies unexpectedly"),
+    "exit_status": ("EXIT", 4, "the exit status of its last run"),
+    "exit_timestamp": ("EXIT_TIMESTAMP", 24, "when its last run ended"),
+    "create_timestamp": ("CREATE_TIMESTAMP", 24, "when it was created"),
+    "boot_timestamp": ("BOOT_TIMESTAMP", 24, "when it last started running"),
+    "last_modified": ("LAST_MODIFIED", 24, "when its record last changed"),
+    "tried_count": ("TRIES", 5, "the create attempts of its last start"),
+    "boot_failed": ("BOOT_FAILED", 11, "true when its last start failed after all attempts"),
+    "vnc_port": ("VNC", 5, "its VNC port (-1: off)"),
 }
 DEFAULT_COLUMNS = ["uuid", "type", "ram", "state", "alias"]
 DEFAULT_SORT = ["ram", "uuid"]
 
 _NESTED_RE = LazyPattern(
-    r"^(?:(disks)\.(\*|\d+)\.(path|format|media|model|readonly|boot|size|preserve|id)"
+    r"^(?:(disks)\.(\*|\d+)\.(path|format|media|model|readonly|boot|size|preserve|id|image)"
     r"|(nics)\.(\*|\d+)\.(mac|bridge|model|vif|mtu|network|ip|gateway)"
     r"|(pci_devices)\.(\*|\d+)\.(address)"
     r"|(tags|customer_metadata|env)\.[^.]+"
@@ -178,7 +178,7 @@ def cell(value, parsable: bool) -> str:
 
 
 def header_of(field: str) -> tuple[str, int]:
-    return LIST_FIELDS.get(field) or (field.upper(), 20)
+    return LIST_FIELDS[field][:2] if field in LIST_FIELDS else (field.upper(), 20)
 
 
 def format_table(objs: list[dict], columns: list[str], parsable: bool = False, header: bool = True) -> str:

@@ -12,7 +12,7 @@ import signal
 import time
 
 from . import schema
-from .lifecycle import Engine
+from .lifecycle import ACTIVE, STOP_LADDER, Engine  # noqa: F401 (STOP_LADDER: for eveadm.metrics)
 from .store import Record, iso
 
 # runtime facts `get` shows after the config, when set
@@ -69,6 +69,11 @@ class Node:
         """The state root."""
         return self.engine.ctx.root
 
+    def for_thread(self) -> "Node":
+        """A Node on the same state and run roots, for another thread (an SQLite connection serves only
+        the thread that opened it): the agent's metrics server reads through one per scrape."""
+        return Node(self.engine.ctx.root_dir, self.engine.ctx.run_root_dir)
+
     @property
     def warnings(self) -> list[str]:
         return self.engine.warnings
@@ -78,7 +83,10 @@ class Node:
         self.engine.progress = callback
 
     # -- lifecycle -------------------------------------------------------------
-    def create(self, payload: dict, paused: bool = False) -> dict:
+    def create(self, payload: dict, paused: bool = False, pull: bool = False) -> dict:
+        """With pull, a stored image the payload names that is missing is pulled first."""
+        if pull:
+            self.engine.image_pull_missing(payload)
         return to_dict(self.engine.create(payload, paused=paused))
 
     def start(self, uuid: str) -> dict:
@@ -92,7 +100,7 @@ class Node:
     def reboot(self, uuid: str, force: bool = False) -> dict:
         return to_dict(self.engine.reboot(uuid, force=force))
 
-    def kill(self, uuid: str, sig: int = signal.SIGKILL) -> dict:
+    def kill(self, uuid: str, sig: int = signal.SIGTERM) -> dict:
         return to_dict(self.engine.kill(uuid, sig))
 
     def delete(self, uuid: str) -> list[str]:
@@ -101,8 +109,12 @@ class Node:
     destroy = delete
 
     def update(self, uuid: str, payload: dict) -> dict:
-        rec, live, restart = self.engine.update(uuid, payload)
-        return {"domain": to_dict(rec), "applied_live": live, "restart_required": restart}
+        """{"domain": the record (what runs now), "changes": {property: {"applied": "live" | "stored"
+        | "pending", "detail": why}}, "applied_live": [...], "restart_required": [...]}."""
+        rec, results = self.engine.update(uuid, payload)
+        return {"domain": to_dict(rec), "changes": results,
+                "applied_live": sorted(k for k, r in results.items() if r["applied"] != "pending"),
+                "restart_required": sorted(k for k, r in results.items() if r["applied"] == "pending")}
 
     def validate(self, payload, action: str = "create", brand: str | None = None) -> dict:
         return self.engine.check_payload(payload, action, brand)
@@ -157,6 +169,23 @@ class Node:
         codes = listing.type_codes()
         return [{"uuid": r.uuid, "alias": r.alias, "brand": r.brand, "state": r.state, "ram": r.ram,
                  "type": codes.get(r.brand, "?")} for r in recs]
+
+    def stats(self, uuids: list[str] | None = None, inactive: bool = False) -> list[dict]:
+        """[{uuid, alias, brand, state, time, cpu_seconds, memory_bytes, disk_*, net_*}] of the active
+        domains named (UUIDs or aliases; else all), verified first; a field the brand cannot tell is
+        absent (eveadm.backends.base.STATS_FIELDS). With `inactive`, the stopped and failed too (no
+        counters), as are domains named explicitly. `time` is when the counters were read (seconds since
+        the epoch)."""
+        read = self.engine.stats(uuids)
+        now = time.time()
+        out, seen = [], set()
+        for rec, counters in read:
+            if rec.uuid in seen or not (inactive or uuids or rec.state in ACTIVE):
+                continue
+            seen.add(rec.uuid)
+            out.append({"uuid": rec.uuid, "alias": rec.alias, "brand": rec.brand, "state": rec.state, "time": now,
+                        **counters})
+        return out
 
     def lookup(self, filters: list[str] | None = None) -> list[str]:
         return [o["uuid"] for o in self.list(filters, fields=["uuid"])]
@@ -272,6 +301,59 @@ class Node:
 
         self.engine.network_load(name)
         return leases(self.engine.ctx.root_dir, name)
+
+    # -- images ------------------------------------------------------------------------
+    def image_progress(self, mode: str) -> None:
+        """How pulls, imports and unpacks show progress on stderr: "bar", "json" (lines) or "quiet"."""
+        from .images import progress
+
+        progress.configure(mode)
+
+    def image_pull(self, source: str, name: str | None = None, tls_verify: bool = True) -> dict:
+        """Pull `docker://REF` (or a bare REF), `oci:DIR[:TAG]`, `oci-archive:FILE` or `docker-archive:FILE`
+        into the store with skopeo; stored under `name`, else the reference it was pulled by."""
+        return self.engine.image_pull(source, name, tls_verify)
+
+    def image_import(self, source: str, sha256: str, name: str | None = None) -> dict:
+        """Store a VM disk image (a file or an http(s) URL) whose sha256 must be `sha256`."""
+        return self.engine.image_import(source, sha256, name)
+
+    def image_list(self) -> list[dict]:
+        return self.engine.image_list()
+
+    def image_get(self, ref: str) -> dict:
+        return self.engine.image_get(ref)
+
+    def image_delete(self, ref: str) -> list[str]:
+        """Remove a name, or the image with its files; Conflict while a domain uses it."""
+        return self.engine.image_delete(ref)
+
+    def image_prune(self, dry_run: bool = False) -> dict:
+        return self.engine.image_prune(dry_run)
+
+    def brands(self) -> list[dict]:
+        """Every brand eveadm knows, and whether this host can run it: [{name, family, type_code,
+        capabilities, available, reason}] (reason: why not, naming what to install)."""
+        from .backends import brands
+
+        out = []
+        for name, facts in sorted(brands().items()):
+            reason = self.engine.unavailable(name)
+            out.append({"name": name, "family": facts.family, "type_code": facts.type_code,
+                        "capabilities": sorted(facts.capabilities), "available": reason is None, "reason": reason})
+        return out
+
+    def apply(self, desired: dict, dry_run: bool = False, prune: bool = False) -> dict:
+        """Converge to a desired state ({"networks": [...], "domains": [...]}; see eveadm.apply):
+        {"steps": [{"action", "target", "detail", "status", ...}], "dry_run": bool, "error": str|None}."""
+        from . import apply
+
+        steps = apply.plan(self, desired, prune=prune)
+        failure = None
+        if not dry_run:
+            steps, failure = apply.execute(self, steps)
+        return {"steps": [{k: v for k, v in s.items() if k != "payload"} for s in steps], "dry_run": dry_run,
+                "error": failure}
 
     def doctor(self, fix: bool = False) -> list[str]:
         """Drift between records and reality, one line per finding; with fix, repaired."""

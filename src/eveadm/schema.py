@@ -1,4 +1,5 @@
-"""The payload: every property, its type, range, create/update rules and defaults (SPEC §2).
+"""The payload: every property, its type, range, create/update rules and defaults (docs/payload.md is
+generated from them by eveadm.reference).
 
 `check_create(payload)` / `check_update(payload, brand)` return a validate
 report {bad_properties, bad_values, missing_properties}; an empty report
@@ -154,14 +155,20 @@ def _str_list(v, path, errs):
             errs.append((f"{path}.{i}", "must be a string"))
 
 
+# the message of a property no check knows: reported under bad_properties (vmadm), not bad_values
+UNKNOWN = "is not a known property"
+# an update of one that exists but never changes after create (uuid, brand, image...): bad_properties too
+NOT_UPDATABLE = "cannot be changed after create"
+
+
 def _object(fields: dict, required=()):
-    def check(v, path, errs, bad_props=None):
+    def check(v, path, errs):
         if not isinstance(v, dict):
             errs.append((path, "must be an object"))
             return
         for k, item in v.items():
             if k not in fields:
-                errs.append((f"{path}.{k}", "is not a known property"))
+                errs.append((f"{path}.{k}", UNKNOWN))
             else:
                 fields[k](item, f"{path}.{k}", errs)
         for k in required:
@@ -193,13 +200,15 @@ DISK_FIELDS = {
     "preserve": _bool,
     # a blank disk's stable name (given at create / add_disks): its data follows it, not its position
     "id": _str(DISK_ID_RE, what="1-64 of A-Z a-z 0-9 _ . - (starting with a letter or digit)"),
+    # a stored disk image (eveadm image import), vmadm's image_uuid: the disk is a qcow2 overlay of it
+    "image": lambda v, path, errs: _stored_image(v, path, errs),
 }
 NIC_FIELDS = {
     "mac": _str(MAC_RE, what="a lowercase MAC address like 02:00:00:aa:bb:cc"),
     "bridge": _str(IFNAME_RE, what="an interface name (1-15 of A-Z a-z 0-9 _ . -)"),
     "model": _enum("virtio", "e1000", "rtl8139"),
     "vif": _str(IFNAME_RE, what="an interface name (1-15 of A-Z a-z 0-9 _ . -)"),
-    "mtu": _int(68, 65535),
+    "mtu": _int(576, 9000),  # vmadm's range
     # a stored network by name (eveadm network create), instead of a raw bridge
     "network": lambda v, path, errs: _network_field("network", v, path, errs),
     "ip": lambda v, path, errs: _network_field("ip", v, path, errs),  # static address (in the network's subnet)
@@ -232,8 +241,13 @@ def _disk(v, path, errs):
     _object(DISK_FIELDS)(v, path, errs)
     if len(errs) > n:
         return
+    if "image" in v:
+        for key in ("path", "size"):
+            if key in v:
+                errs.append((f"{path}.{key}", "does not go with image (the disk is an overlay of the stored image)"))
+        return
     if "path" not in v and "size" not in v:
-        errs.append((path, "needs a path, a size, or both"))
+        errs.append((path, "needs a path, a size, or both (or a stored image)"))
     elif "path" in v and "size" not in v and not os.path.exists(v["path"]):
         errs.append((f"{path}.path", f"{v['path']} does not exist"))
     if "size" in v and v.get("preserve") is not None:
@@ -261,11 +275,22 @@ def _alias(v, path, errs):
 
 def _image(v, path, errs):
     if not isinstance(v, str) or not v or any(ord(c) < 32 for c in v):
-        errs.append((path, "must be a rootfs directory, oci:DIR[:TAG], or (rkt) an image hash"))
+        errs.append((path, "must be a rootfs directory, oci:DIR[:TAG], a stored image's name or sha256:DIGEST, "
+                           "or (rkt) an image hash"))
         return
     where = v[4:].rsplit(":", 1)[0] if v.startswith("oci:") else v
     if where.startswith("/"):
         _not_root(_abspath)(where, path, errs)
+    elif v.startswith("sha256:"):
+        _stored_image(v, path, errs)
+
+
+def _stored_image(v, path, errs):
+    from .images.spec import reference_problem  # only payloads naming stored images pay for the import
+
+    problem = reference_problem(v)
+    if problem:
+        errs.append((path, problem))
 
 
 def _brand(v, path, errs):
@@ -279,6 +304,8 @@ PROPERTIES: dict[str, Prop] = {
     "alias": Prop(_alias, update=LIVE),
     "brand": Prop(_brand, update=None),
     "vcpus": Prop(_int(1, 256), default=1),
+    # vCPUs a VM may grow to while it runs; absent means vcpus (kvm maxcpus, xen maxvcpus)
+    "max_vcpus": Prop(_int(1, 256)),
     "ram": Prop(_int(16, 16 * 1024 * 1024), default=256),
     "max_ram": Prop(_int(16, 16 * 1024 * 1024)),
     "cpus": Prop(_cpus),
@@ -300,6 +327,8 @@ PROPERTIES: dict[str, Prop] = {
     "readonly_root": Prop(_bool, default=False),
     "accel": Prop(_enum("auto", "kvm", "tcg"), default="auto"),
     "machine": Prop(_enum("q35", "pc"), default="q35"),
+    # the guest's real-time clock: utc, or localtime for a guest that keeps local time (Windows)
+    "clock": Prop(_enum("utc", "localtime"), default="utc"),
     "cloud_init": Prop(_object({"user_data": _str(allow_empty=True, multiline=True),
                                 "meta_data": _str(allow_empty=True, multiline=True)})),
     "autoboot": Prop(_bool, update=LIVE, default=True),
@@ -336,7 +365,24 @@ def is_empty(report: dict) -> bool:
 
 def _add_bad(report, errs):
     for path, msg in errs:
-        report["bad_values"].append({"property": path, "message": msg})
+        if msg == UNKNOWN:
+            report["bad_properties"].append(path)
+        else:
+            report["bad_values"].append({"property": path, "message": msg})
+
+
+def fixed_message(name: str) -> str | None:
+    """For an update's bad property that exists but is fixed at create (uuid, brand...), why in
+    words; None for one that is unknown."""
+    prop = PROPERTIES.get(name)
+    if prop is None or prop.update is not None:
+        return None
+    hint = f" (use set_{name}/remove_{name})" if name in ("tags", "customer_metadata") else ""
+    return f"{name} {NOT_UPDATABLE}{hint}"
+
+
+# properties whose `null` means "none": at create as if absent, in an update it removes the value (vmadm)
+NULL_REMOVES = frozenset(("alias",))
 
 
 MAX_DEPTH = 16  # payloads are shallow; deeper nesting is an attack on the parser, not a domain
@@ -404,6 +450,8 @@ def check_create(payload) -> dict:
         if prop is None:
             report["bad_properties"].append(key)
             continue
+        if value is None and key in NULL_REMOVES:
+            continue
         prop.check(value, key, errs)
         if facts and not facts.accepts(key):
             errs.append((key, f"does not apply to brand {brand}"))
@@ -412,6 +460,9 @@ def check_create(payload) -> dict:
     ram, max_ram = payload.get("ram", 256), payload.get("max_ram")
     if isinstance(max_ram, int) and isinstance(ram, int) and max_ram < ram:
         errs.append(("max_ram", f"must be at least ram ({ram})"))
+    vcpus, max_vcpus = payload.get("vcpus", 1), payload.get("max_vcpus")
+    if isinstance(max_vcpus, int) and isinstance(vcpus, int) and max_vcpus < vcpus:
+        errs.append(("max_vcpus", f"must be at least vcpus ({vcpus})"))
     _check_all_unique(payload, errs)
     _add_bad(report, errs)
     return report
@@ -449,8 +500,9 @@ def check_update(payload, brand: str | None = None) -> dict:
         if prop is None:
             report["bad_properties"].append(key)
         elif prop.update is None:
-            hint = f" (use set_{key}/remove_{key})" if key in ("tags", "customer_metadata") else ""
-            errs.append((key, f"cannot be changed after create{hint}"))
+            report["bad_properties"].append(key)
+        elif value is None and key in NULL_REMOVES:
+            continue
         else:
             prop.check(value, key, errs)
             facts = backends.brands().get(brand) if brand else None
@@ -489,7 +541,8 @@ def _normalize_disk(d: dict) -> dict:
     d = dict(d)
     d.setdefault("media", "disk")
     d.setdefault("format", "iso" if d["media"] == "cdrom" else "raw")
-    d.setdefault("model", "virtio")
+    # a cdrom is IDE/SATA unless told: installer ISOs and guests without virtio drivers must see it (EVE)
+    d.setdefault("model", "ide" if d["media"] == "cdrom" else "virtio")
     d.setdefault("readonly", d["media"] == "cdrom")
     d.setdefault("boot", False)
     return d
@@ -504,7 +557,7 @@ def _normalize_nic(n: dict) -> dict:
 
 def normalize(payload: dict) -> dict:
     """Defaults and generated values for a valid create payload."""
-    cfg = dict(payload)
+    cfg = {k: v for k, v in payload.items() if not (v is None and k in NULL_REMOVES)}
     if "uuid" not in cfg:
         cfg["uuid"] = random_uuid()
     facts = backends.facts(cfg["brand"])
@@ -524,7 +577,9 @@ def apply_update(config: dict, payload: dict) -> tuple[dict, list[str]]:
     """Return (new config, sorted list of top-level properties that changed)."""
     new = {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
     for key, value in payload.items():
-        if key in PROPERTIES:
+        if key in PROPERTIES and value is None and key in NULL_REMOVES:
+            new.pop(key, None)
+        elif key in PROPERTIES:
             if key == "disks":
                 value = [_normalize_disk(d) for d in value]
             elif key == "nics":
@@ -543,7 +598,8 @@ def apply_update(config: dict, payload: dict) -> tuple[dict, list[str]]:
         elif key == "remove_nics":
             new["nics"] = _remove_by(new.get("nics", []), value, "mac", "nic")
         elif key == "add_disks":
-            new["disks"] = new.get("disks", []) + [_with_id(_normalize_disk(d)) for d in value]
+            new["disks"] = new.get("disks", []) + [_with_id(_normalize_disk(_model_of_first(d, new)))
+                                                   for d in value]
         elif key == "update_disks":
             new["disks"] = _update_by(new.get("disks", []), value, "path", "disk")
         elif key == "remove_disks":
@@ -558,6 +614,15 @@ def apply_update(config: dict, payload: dict) -> tuple[dict, list[str]]:
         _add_bad(report, errs)
         raise ValidationError(f"invalid update: {errs[0][0]} {errs[0][1]}", report)
     return new, changed
+
+
+def _model_of_first(disk: dict, config: dict) -> dict:
+    """An added disk without a model takes the first disk's model (vmadm OS-2363): a guest that boots
+    from an IDE disk may have no virtio driver. A cdrom keeps its own default (IDE)."""
+    first = (config.get("disks") or [{}])[0]
+    if "model" in disk or disk.get("media") == "cdrom" or not first.get("model"):
+        return disk
+    return {**disk, "model": first["model"]}
 
 
 def _update_by(items, updates, key, what):
@@ -593,7 +658,7 @@ def update_mode(key: str) -> str:
     return prop.update if prop else RESTART
 
 
-INT_PROPS = {"vcpus", "ram", "max_ram", "vnc_port", "stop_timeout"}
+INT_PROPS = {"vcpus", "max_vcpus", "ram", "max_ram", "vnc_port", "stop_timeout"}
 BOOL_PROPS = {"autoboot", "terminal", "readonly_root"}
 
 

@@ -1,4 +1,4 @@
-"""A command killed half-way leaves nothing that `eveadm doctor --fix` cannot repair (SPEC §4.7)."""
+"""A command killed half-way leaves nothing that `eveadm doctor --fix` cannot repair (docs/contract.md, Concurrency)."""
 
 import json
 import signal

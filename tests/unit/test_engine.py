@@ -136,3 +136,71 @@ def test_the_journal_and_the_command_log_stay_bounded(tmp_path, monkeypatch):
         ctx.log_command(["true", str(i)], None, 0, 0.0)
     log = tmp_path / "root" / "log" / "commands.jsonl"
     assert log.stat().st_size <= 2000 + 200 and (log.parent / "commands.jsonl.1").stat().st_size <= 2200
+
+
+# -- live changes: the record holds what runs; the rest waits in pending_restart ------------------
+class LiveChanges(Scripted):
+    """A guest that takes `ram` live, cannot take `vcpus`, and takes one of two added nics before
+    failing on the second."""
+
+    def __call__(self, call):
+        if call.name != "change_live":
+            return super().__call__(call)
+        if call.args["key"] == "ram":
+            return None
+        if call.args["key"] == "vcpus":
+            raise eveadm.errors.NotLive("above the boot-time maximum (max_vcpus 1)")
+        if call.args["key"] == "nics":
+            raise eveadm.errors.LiveChangeFailed("device_add of the second nic failed",
+                                                 in_effect=call.args["new"][:1])
+        return super().__call__(call)
+
+
+@pytest.fixture
+def live_null(monkeypatch):
+    """The null brand, told (as the registry tells of kvm) that ram, vcpus and nics may change live."""
+    from eveadm.backends import facts
+
+    monkeypatch.setattr(facts("null"), "live", frozenset({"ram", "vcpus", "nics"}))
+
+
+def test_a_running_domain_takes_what_it_can_live_and_the_rest_waits_for_a_restart(make_node, live_null):
+    node, fake = make_node(LiveChanges())
+    uuid = node.create({"brand": "null", "ram": 256, "vcpus": 1})["uuid"]
+    result = node.update(uuid, {"ram": 512, "vcpus": 2, "alias": "web"})
+    assert result["changes"]["ram"]["applied"] == "live" and result["changes"]["alias"]["applied"] == "live"
+    assert result["changes"]["vcpus"] == {"applied": "pending",
+                                          "detail": "pending until restart: above the boot-time maximum (max_vcpus 1)"}
+    shown = node.get(uuid)
+    assert (shown["ram"], shown["vcpus"], shown["alias"]) == (512, 1, "web")
+    assert shown["pending_restart"] == {"vcpus": 2}
+    # the backend was asked with the values in effect, one property at a time
+    asked = [(c.args["key"], c.args["old"], c.args["new"], c.args["config"]["ram"]) for c in fake.calls
+             if c.name == "change_live"]
+    assert asked == [("ram", 256, 512, 256), ("vcpus", 1, 2, 512)]
+    node.stop(uuid)
+    shown = node.get(uuid)
+    assert shown["vcpus"] == 2 and "pending_restart" not in shown
+
+
+def test_a_property_the_brand_cannot_change_live_never_reaches_the_backend(make_node):
+    node, fake = make_node(LiveChanges())
+    uuid = node.create({"brand": "null"})["uuid"]
+    result = node.update(uuid, {"ram": 512})
+    assert result["changes"]["ram"] == {"applied": "pending",
+                                        "detail": "pending until restart: brand null cannot change ram while it runs"}
+    assert "change_live" not in fake.names()
+
+
+def test_a_live_change_that_fails_half_way_leaves_the_record_as_what_runs(make_node, live_null):
+    node, _ = make_node(LiveChanges())
+    uuid = node.create({"brand": "null", "nics": [{"bridge": "br0"}]})["uuid"]
+    first = node.get(uuid)["nics"][0]
+    with pytest.raises(eveadm.errors.BackendError, match="live change of nics failed: device_add of the second"):
+        node.update(uuid, {"add_nics": [{"bridge": "br1"}, {"bridge": "br2"}], "ram": 1024})
+    shown = node.get(uuid)
+    assert shown["nics"] == [first]  # what the backend says runs now (its in_effect)
+    assert [n["bridge"] for n in shown["pending_restart"]["nics"]] == ["br0", "br1", "br2"]
+    assert shown["ram"] == 256 and shown["pending_restart"]["ram"] == 1024  # not tried after the failure
+    journal = [e for e in node.events(uuid) if e["type"] == "update"][-1]
+    assert journal["results"]["ram"]["detail"] == "not tried: an earlier change failed"

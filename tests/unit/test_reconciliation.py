@@ -45,11 +45,13 @@ def test_booting_left_by_a_killed_start_is_resolved(cli):
     assert cli.json("get", dom["uuid"])["state"] == "running"
 
 
-def test_reboot_clears_pending_restart(cli):
+def test_reboot_takes_the_pending_change(cli):
     dom = cli.create({"brand": "null"})
-    assert cli.json("update", dom["uuid"], "vcpus=2", "-j")["domain"]["pending_restart"] == ["vcpus"]
+    assert cli.json("update", dom["uuid"], "vcpus=2", "-j")["domain"]["pending_restart"] == {"vcpus": 2}
+    assert cli.json("get", dom["uuid"])["vcpus"] == 1
     cli.ok("reboot", dom["uuid"])
-    assert "pending_restart" not in cli.json("get", dom["uuid"])
+    shown = cli.json("get", dom["uuid"])
+    assert "pending_restart" not in shown and shown["vcpus"] == 2
 
 
 def test_list_asks_each_backend_once_for_all_its_domains(tmp_path, monkeypatch):

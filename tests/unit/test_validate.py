@@ -40,8 +40,8 @@ def test_validate_update(cli):
     assert cli("validate", "update", "--brand", "null", input='{"ram": 512, "set_tags": {"a": 1}}').returncode == 0
     proc = cli("validate", "update", "--brand", "null", input='{"brand": "kvm", "ram": -1, "zzz": 1}')
     report = json.loads(proc.stdout)
-    assert proc.returncode == 3 and report["bad_properties"] == ["zzz"]
-    assert [b["property"] for b in report["bad_values"]] == ["brand", "ram"]
+    assert proc.returncode == 3 and report["bad_properties"] == ["brand", "zzz"]  # brand: fixed at create
+    assert [b["property"] for b in report["bad_values"]] == ["ram"]
 
 
 def test_render_null(cli):
@@ -124,7 +124,7 @@ def test_blank_disks_get_stable_ids_when_added(tmp_path):
     import eveadm
 
     node = eveadm.Node(root=tmp_path)
-    dom = node.create({"brand": "null", "disks": [{"size": 1}, {"size": 2, "id": "mine"}]})
+    dom = node.create({"brand": "null", "autoboot": False, "disks": [{"size": 1}, {"size": 2, "id": "mine"}]})
     first, given = dom["disks"]
     assert first["id"].startswith("blank-") and given["id"] == "mine"
     added = node.update(dom["uuid"], {"add_disks": [{"size": 3}]})["domain"]["disks"]

@@ -74,6 +74,32 @@ on_crash = "destroy"
     assert not d.data_dir.exists()  # render has no side effects
 
 
+def test_a_nic_naming_a_network_renders_its_vif_onto_the_networks_bridge(tmp_path, monkeypatch):
+    from eveadm.errors import PermanentError
+    from eveadm.network import spec as netspec
+    from eveadm.store import Store
+
+    be = backend(tmp_path, monkeypatch)
+    store = Store(tmp_path / "root")
+    for payload in ({"name": "lan", "type": "local", "subnet": "10.20.0.0/24", "mtu": 1400},
+                    {"name": "a-long-network-name", "type": "switch"}):
+        store.network_insert(netspec.normalize(payload, store.networks()), ("network.create", {}))
+    text = be.render(dom(tmp_path, virt_mode="pv", kernel="/k", nics=[
+        {"mac": "02:00:00:00:00:01", "network": "lan"},
+        {"mac": "02:00:00:00:00:02", "network": "lan", "mtu": 1500},
+        {"mac": "02:00:00:00:00:03", "network": "a-long-network-name"},
+        {"mac": "02:00:00:00:00:04", "bridge": "br0"}]))
+    long_bridge = netspec.bridge_name("a-long-network-name")
+    assert len(long_bridge) <= 15
+    assert (f"vif = [ 'bridge=ev-lan,mac=02:00:00:00:00:01,type=vif,mtu=1400', "
+            f"'bridge=ev-lan,mac=02:00:00:00:00:02,type=vif,mtu=1500', "
+            f"'bridge={long_bridge},mac=02:00:00:00:00:03,type=vif', "
+            f"'bridge=br0,mac=02:00:00:00:00:04,type=vif' ]") in text.splitlines()
+    # a network that is gone: no vif on libxl's default bridge, a permanent error
+    with pytest.raises(PermanentError, match="nics.0: network gone does not exist"):
+        be.render(dom(tmp_path, virt_mode="pv", kernel="/k", nics=[{"mac": "02:00:00:00:00:05", "network": "gone"}]))
+
+
 def test_render_hvm_and_fml(tmp_path, monkeypatch):
     be = backend(tmp_path, monkeypatch, vnc_listen="0.0.0.0")
     text = be.render(dom(tmp_path, virt_mode="hvm", vnc_port=0, nics=[{"mac": "02:00:00:00:00:01", "model": "e1000"}]))

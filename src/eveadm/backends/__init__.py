@@ -35,17 +35,18 @@ COMMON_PROPERTIES = frozenset((
     "autoboot", "stop_timeout", "on_crash", "customer_metadata", "tags",
 ))
 VM_PROPERTIES = frozenset(("virt_mode", "kernel", "initrd", "cmdline", "firmware", "vnc_port", "vnc_password",
-                           "pci_devices"))
+                           "pci_devices", "max_vcpus"))
 CONTAINER_PROPERTIES = frozenset(("image", "cmd", "env", "workdir", "terminal", "readonly_root", "restart_policy"))
 
 
 class BrandFacts:
     """What eveadm knows about a brand before importing its backend."""
 
-    __slots__ = ("name", "type_code", "family", "target", "properties", "required", "defaults", "capabilities")
+    __slots__ = ("name", "type_code", "family", "target", "properties", "required", "defaults", "capabilities",
+                 "live")
 
     def __init__(self, name: str, type_code: str, family: str, target: str, *, properties=(), required=(),
-                 defaults=None, capabilities=()):
+                 defaults=None, capabilities=(), live=()):
         self.name = name
         self.type_code = type_code  # the TYPE column of `eveadm list`
         self.family = family  # VM or CONTAINER
@@ -54,6 +55,7 @@ class BrandFacts:
         self.required = tuple(required)  # properties a create payload must have
         self.defaults = dict(defaults or {})  # brand defaults, over the schema's
         self.capabilities = frozenset(capabilities)
+        self.live = frozenset(live)  # properties a running domain takes at once (Backend.change_live)
 
     def accepts(self, prop: str) -> bool:
         return prop in self.properties
@@ -81,14 +83,15 @@ def register(facts: BrandFacts) -> BrandFacts:
 
 
 register(BrandFacts("kvm", "KVM", VM, "eveadm.backends.kvm:KvmBackend",
-                    properties=VM_PROPERTIES | {"accel", "machine"},
-                    defaults={"virt_mode": "hvm", "stop_timeout": 60}, capabilities=(CONSOLE, KILL, PCI, NICS)))
+                    properties=VM_PROPERTIES | {"accel", "machine", "clock"},
+                    defaults={"virt_mode": "hvm", "stop_timeout": 60}, capabilities=(CONSOLE, KILL, PCI, NICS),
+                    live=("ram", "vcpus", "disks", "nics")))
 register(BrandFacts("xen", "XEN", VM, "eveadm.backends.xen:XenBackend",
                     properties=VM_PROPERTIES, defaults={"virt_mode": "pvh", "stop_timeout": 60},
-                    capabilities=(CONSOLE, PCI, NICS)))
+                    capabilities=(CONSOLE, PCI, NICS), live=("ram", "vcpus", "disks", "nics")))
 register(BrandFacts("container", "CONT", CONTAINER, "eveadm.backends.container:ContainerBackend",
                     properties=CONTAINER_PROPERTIES, required=("image",), defaults={"stop_timeout": 10},
-                    capabilities=(CONSOLE, KILL, NICS)))
+                    capabilities=(CONSOLE, KILL, NICS), live=("ram", "vcpus", "cpus")))
 register(BrandFacts("rkt", "RKT", CONTAINER, "eveadm.backends.rkt:RktBackend",
                     properties=("image", "env", "pci_devices", "restart_policy"), required=("image",),
                     defaults={"stop_timeout": 10},

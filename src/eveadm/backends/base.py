@@ -10,6 +10,7 @@ A backend knows how to do a handful of primitive things to one kind of domain
     shutdown(kind) -> send one stop request (GRACEFUL or FORCED) and return without waiting
     destroy        -> make it gone now: the last rung, one attempt
     status         -> what is true right now, for ALL the given domains in one call; a pure read
+    stats          -> CPU, memory, disk and network counters of ALL the given domains in one call; a pure read
     wait_gone      -> wait (event-driven where the backend can) until the domain is gone
     release        -> remove what prepare/create left behind once the domain is gone
 
@@ -32,7 +33,7 @@ from __future__ import annotations
 import json
 import signal as _signal
 
-from ..errors import NotSupported
+from ..errors import NotLive, NotSupported
 from .host import wait_until
 
 TYPE_CHECKING = False  # typing and pathlib cost CLI start-up; annotations here are never evaluated
@@ -54,6 +55,12 @@ CRASHED = "crashed"  # the VMM / process died or was killed from outside; Status
 GRACEFUL = "graceful"  # ACPI power button, SIGTERM, xl shutdown: the guest or program decides
 FORCED = "forced"  # the brand's forced request: xl shutdown -F, QMP quit, SIGKILL
 SHUTDOWN_KINDS = (GRACEFUL, FORCED)
+
+# What `stats()` may say of a running domain: counters since the domain's VMM / process started
+# (cpu_seconds, disk_*, net_*) and one gauge (memory_bytes). A field the brand cannot tell is absent.
+# net_* are seen from the domain: rx is what it received.
+STATS_FIELDS = ("cpu_seconds", "memory_bytes", "disk_read_bytes", "disk_write_bytes", "disk_read_ops",
+                "disk_write_ops", "net_rx_bytes", "net_tx_bytes")
 
 
 class Status:
@@ -215,6 +222,12 @@ class Backend:
         A pure read: nothing about the domains or `dom.backend` changes."""
         raise NotImplementedError
 
+    def stats(self, doms: Iterable[Domain]) -> dict[str, dict]:
+        """{uuid: {field: number}} (STATS_FIELDS) for the given running domains, asked of the host
+        once for all of them (not once per domain). A pure read, like status. A domain left out, or
+        a field left out, is unknown; the default knows nothing."""
+        return {}
+
     def wait_gone(self, dom: Domain, timeout: float) -> bool:
         """Wait until the domain is gone (ABSENT/SHUTDOWN/CRASHED). Override with an event-driven wait."""
         return wait_until(lambda: self.status([dom])[dom.uuid].gone, timeout)
@@ -224,6 +237,14 @@ class Backend:
         with delete=True also the rendered files and preserved copies. Return the paths removed.
         Never remove a file the user pointed at."""
         return []
+
+    def change_live(self, dom: Domain, key: str, old, new) -> None:
+        """Apply one changed top-level property (`ram`, `vcpus`, `disks`, `nics`, ...) to the
+        running domain; `dom.config` still holds the values in effect (`old` is `dom.config.get(key)`,
+        `new` None when the property is removed). Raise NotLive(reason) when it can only take effect
+        at the next start, having changed nothing; raise LiveChangeFailed(reason, in_effect) when it
+        failed part-way, with the value that now runs."""
+        raise NotLive(f"brand {self.brand} cannot change {key} while it runs")
 
     # -- doctor -----------------------------------------------------------------
     def orphans(self, known: set[str]) -> list[Orphan]:

@@ -205,3 +205,21 @@ def wait_until(predicate, timeout: float, first: float = 0.005, cap: float = 0.1
             return False
         time.sleep(min(delay, left))
         delay = min(delay * 2, cap)
+
+
+def guest_side_traffic(host_ends: list[str]) -> dict:
+    """net_rx_bytes / net_tx_bytes of a domain through the host ends of its links (taps, veths),
+    turned to the domain's side: what the host end transmitted, the domain received. {} when none
+    can be read (removed meanwhile)."""
+    rx = tx = 0
+    seen = False
+    for ifname in host_ends:
+        try:
+            with open(f"/sys/class/net/{ifname}/statistics/tx_bytes") as fh:
+                received = int(fh.read())
+            with open(f"/sys/class/net/{ifname}/statistics/rx_bytes") as fh:
+                sent = int(fh.read())
+        except (OSError, ValueError):
+            continue
+        rx, tx, seen = rx + received, tx + sent, True
+    return {"net_rx_bytes": rx, "net_tx_bytes": tx} if seen else {}

@@ -2,6 +2,8 @@
 
     create   env STAGE1_XL_OPTS=-p STAGE1_SEED_XL_CFG=CFG
              rkt --dir=D --insecure-options=image run HASH --stage1-path=S --uuid-file-save=F [--set-env-file=E]
+             (E: cloud_init.user_data's KEY=VALUE and Key:Value lines, then `env`; EVE's rktRun passed
+             them as --set-env, and built no cloud-init ISO for a pod: neither does eveadm)
              (pod uuid read from F), then xl domid NAME
     activate xenstore write KEY 0 (x10 per VIF, on the pod's Xen domain), xl unpause NAME
     status   rkt --dir=D status POD --format=json
@@ -65,11 +67,23 @@ class RktBackend(XenBackend):
     def run_argv(self, dom: Domain) -> list[str]:
         argv = [self.rkt, f"--dir={self.rkt_dir}", "--insecure-options=image", "run", dom.config["image"],
                 f"--stage1-path={self.stage1}", f"--uuid-file-save={self.uuid_file(dom)}"]
-        if dom.config.get("env"):
+        if self.pod_env(dom.config):
             # EVE passed --set-env=K=V; values can be secrets, and an argv is readable by every local user
             # (and kept in the command log): they go in an owner-only file instead
             argv.append(f"--set-env-file={self.env_file(dom)}")
         return argv
+
+    @staticmethod
+    def pod_env(config: dict) -> dict[str, str]:
+        """The pod's environment: cloud-init user data's variables (as EVE's rktRun), then `env` over them."""
+        from .container.spec import user_data_env
+
+        env = user_data_env((config.get("cloud_init") or {}).get("user_data"))
+        env.update({str(k): str(v) for k, v in (config.get("env") or {}).items()})
+        return env
+
+    def seed_wanted(self, config: dict) -> bool:
+        return False  # a pod gets cloud-init user data as environment variables, not as a seed ISO
 
     def env_file(self, dom: Domain) -> Path:
         return Path(dom.data_dir) / "rkt.env"
@@ -123,7 +137,7 @@ class RktBackend(XenBackend):
         self.rkt_dir.mkdir(parents=True, exist_ok=True)
         Path(dom.run_dir).mkdir(parents=True, exist_ok=True)
         super().prepare(dom)
-        env = dom.config.get("env") or {}
+        env = self.pod_env(dom.config)
         if env:
             path = self.env_file(dom)
             tmp = path.with_name(path.name + ".tmp")

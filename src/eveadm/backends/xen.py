@@ -38,7 +38,7 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import BackendError, BackendUnavailable
+from ..errors import BackendError, BackendUnavailable, LiveChangeFailed, NotLive, PermanentError
 from .base import ABSENT, CRASHED, FORCED, PAUSED, RUNNING, SHUTDOWN, SHUTDOWN_KINDS, Backend, Domain, Status
 from .host import last_output_line, which
 from .vm import pci
@@ -48,6 +48,7 @@ XENSTORE_HINT = "apt-get install xenstore-utils"
 OFFLOAD_FEATURES = ("feature-sg", "feature-gso-tcpv4", "feature-gso-tcpv6",
                     "feature-ipv4-csum-offload", "feature-ipv6-csum-offload")
 QEMU_CRASHED = "qemu crashed - please restart application instance"  # domainmgr's words
+SEED_LETTER = 2  # the NoCloud seed is disk c (hdc), as in EVE; the domain's own disks skip that letter
 SHUTDOWN_REASONS = {0: "poweroff", 1: "reboot", 2: "suspend", 3: "crash", 4: "watchdog", 5: "soft_reset"}
 
 
@@ -72,6 +73,29 @@ def parse_xl_list(text: str) -> dict[str, dict]:
         out[name] = {"domid": int(domid), "mem": int(mem) if mem.isdigit() else mem,
                      "vcpus": int(vcpus) if vcpus.isdigit() else vcpus, "flags": flags,
                      "time": parts[5] if len(parts) > 5 else None}
+    return out
+
+
+XENTOP_FIELDS = (("CPU(sec)", "cpu_seconds", 1), ("MEM(k)", "memory_bytes", 1024), ("NETTX(k)", "net_tx_bytes", 1024),
+                 ("NETRX(k)", "net_rx_bytes", 1024), ("VBD_RD", "disk_read_ops", 1), ("VBD_WR", "disk_write_ops", 1),
+                 ("VBD_RSECT", "disk_read_bytes", 512), ("VBD_WSECT", "disk_write_bytes", 512))
+
+
+def parse_xentop(text: str) -> dict[str, dict]:
+    """`xentop -b -i 1 -f` -> {name: stats}: memory in KiB, network in KiB (the domain's own transmit and
+    receive), block requests and 512-byte sectors. Dom0's MAXMEM reads `no limit`: one cell, not two."""
+    out, header = {}, None
+    for line in text.splitlines():
+        cells = line.replace("no limit", "no-limit").split()
+        if cells[:1] == ["NAME"]:
+            header = cells
+        elif header and len(cells) >= len(header) - 1:  # SSID is there only with XSM
+            row = dict(zip(header, cells))
+            try:
+                out[row["NAME"]] = {field: float(row[col]) * unit if col == "CPU(sec)" else int(row[col]) * unit
+                                    for col, field, unit in XENTOP_FIELDS}
+            except (KeyError, ValueError):
+                continue
     return out
 
 
@@ -300,36 +324,64 @@ class XenBackend(Backend):
         return Path(dom.data_dir) / self.cfg_name
 
     def _disk_lines(self, dom: Domain) -> list[str]:
-        from .vm import cloudinit, disks
+        from .vm import cloudinit
 
-        cfg = dom.config
-        mode = cfg.get("virt_mode", "pvh")
+        seed = self.seed_wanted(dom.config)
         entries = []
-        letter = 0
-        for use in disks.plan(dom):
-            model = use.disk.get("model", "virtio")
-            prefix = {"ide": "hd", "scsi": "sd"}.get(model, "xvd") if mode in ("hvm", "fml") else "xvd"
-            vdev = prefix + chr(ord("a") + letter)
-            letter += 1
+        for use, vdev in self.disk_vdevs(dom):
             access = "ro" if use.readonly else "rw"
             if use.media == "cdrom":
                 entries.append(xl_list_item(f"format={use.format}, vdev={vdev}, access=ro, devtype=cdrom, "
                                             f"target={use.path}"))
             else:
                 entries.append(xl_list_item(f"{use.path},{use.format},{vdev},{access}"))
-        if cloudinit.wanted(cfg):
-            # EVE master: the NoCloud seed as read-only xvdz
-            entries.append(xl_list_item(f"{cloudinit.iso_path(dom)},raw,xvdz,ro"))
+        if seed:
+            # as EVE attached it: an IDE cdrom hdc, which an HVM guest without PV drivers sees too
+            entries.append(xl_list_item(f"format=raw, vdev=hdc, access=ro, devtype=cdrom, "
+                                        f"target={cloudinit.iso_path(dom)}"))
         return entries
+
+    def disk_vdevs(self, dom: Domain, taken: set[int] = frozenset()) -> list[tuple]:
+        """(DiskUse, vdev) of each configured disk: xvd (hd, sd for an hvm guest's ide and scsi disks) and
+        the next letter not in `taken` (numbers of letters, a=0), never the seed's."""
+        from .vm import disks
+
+        cfg = dom.config
+        mode = cfg.get("virt_mode", "pvh")
+        skip = set(taken) | ({SEED_LETTER} if self.seed_wanted(cfg) else set())  # hdc and xvdc: one IDE slot
+        out = []
+        letter = 0
+        for use in disks.plan(dom):
+            model = use.disk.get("model", "virtio")
+            prefix = {"ide": "hd", "scsi": "sd"}.get(model, "xvd") if mode in ("hvm", "fml") else "xvd"
+            while letter in skip:
+                letter += 1
+            out.append((use, prefix + chr(ord("a") + letter)))
+            letter += 1
+        return out
+
+    def seed_wanted(self, config: dict) -> bool:
+        """Whether the domain gets a NoCloud seed ISO (cloud_init, customer_metadata, static ips)."""
+        from .vm import cloudinit
+
+        return cloudinit.wanted(config)
 
     def _vif_entries(self, dom: Domain) -> list[str]:
         cfg = dom.config
         mode = cfg.get("virt_mode", "pvh")
         entries = []
-        for nic in cfg.get("nics") or []:
+        for i, nic in enumerate(cfg.get("nics") or []):
             parts = []
-            if nic.get("bridge"):
-                parts.append(f"bridge={nic['bridge']}")
+            bridge, mtu = nic.get("bridge"), nic.get("mtu")
+            if nic.get("network"):  # an eveadm network: its bridge (and its MTU unless the nic has one)
+                from .vm.cloudinit import lookup_network
+
+                net = lookup_network(self.ctx, nic["network"])
+                if net is None:  # without bridge=, libxl would put the vif on its default xenbr0
+                    raise PermanentError(f"nics.{i}: network {nic['network']} does not exist")
+                bridge, mtu = net["bridge"], mtu or net.get("mtu")
+            if bridge:
+                parts.append(f"bridge={bridge}")
             if nic.get("vif"):
                 parts.append(f"vifname={nic['vif']}")
             parts.append(f"mac={nic['mac']}")
@@ -337,8 +389,8 @@ class XenBackend(Backend):
             model = nic.get("model", "virtio")
             if mode in ("hvm", "fml") and model not in ("virtio", None):
                 parts.append(f"model={model}")
-            if nic.get("mtu"):
-                parts.append(f"mtu={nic['mtu']}")
+            if mtu:
+                parts.append(f"mtu={mtu}")
             entries.append(xl_list_item(",".join(parts)))
         return entries
 
@@ -392,7 +444,7 @@ class XenBackend(Backend):
             lines.append(f"maxmem = {cfg['max_ram']}")
         vcpus = cfg.get("vcpus", 1)
         lines.append(f"vcpus = {vcpus}")
-        lines.append(f"maxvcpus = {vcpus}")
+        lines.append(f"maxvcpus = {max(int(vcpus), int(cfg.get('max_vcpus') or 0))}")
         if cfg.get("cpus"):
             lines.append(f"cpus = {xl_string(cfg['cpus'])}")
         if mode in ("pv", "pvh"):
@@ -427,7 +479,7 @@ class XenBackend(Backend):
 
         Path(dom.data_dir).mkdir(parents=True, exist_ok=True)
         disks.prepare(self.ctx, dom)
-        if cloudinit.wanted(dom.config):
+        if self.seed_wanted(dom.config):
             cloudinit.build(self.ctx, dom)
         path = self.cfg_path(dom)
         tmp = path.with_name(path.name + ".tmp")
@@ -505,6 +557,24 @@ class XenBackend(Backend):
         listing = self._xl_list()
         models = device_models() if any(self.has_device_model(d) for d in doms) else {}
         return {dom.uuid: self._status_one(dom, listing.get(self.xen_name(dom)), models) for dom in doms}
+
+    def stats(self, doms: Iterable[Domain]) -> dict[str, dict]:
+        """One `xentop -b -i 1 -f` for all domains (CPU, memory, vif and vbd counters); where xentop is
+        missing or fails, `xl list` (CPU time and memory only). A pure read."""
+        names = {self.xen_name(d): d.uuid for d in doms}
+        if not names:
+            return {}
+        table = {}
+        if which("xentop"):
+            proc = self.ctx.run(["xentop", "-b", "-i", "1", "-f"], check=False, timeout=10)
+            table = parse_xentop(self._stdout(proc)) if proc.returncode == 0 else {}
+        if not table:
+            for name, row in self._xl_list().items():
+                try:
+                    table[name] = {"cpu_seconds": float(row["time"]), "memory_bytes": int(row["mem"]) * 2 ** 20}
+                except (TypeError, ValueError):
+                    continue
+        return {names[n]: stats for n, stats in table.items() if n in names}
 
     def _status_one(self, dom: Domain, row: dict | None, models: dict[int, list[int]]) -> Status:
         if row is None:
@@ -614,3 +684,94 @@ class XenBackend(Backend):
 
     def pci_assignable_remove(self, address: str) -> None:
         self._xl(["pci-assignable-rem", "-r", address], what=f"xl pci-assignable-rem -r {address}")
+
+    # -- live changes: xl mem-set, vcpu-set, block-attach/-detach, network-attach/-detach ------------
+    def change_live(self, dom: Domain, key: str, old, new) -> None:
+        """ram up to the boot-time maxmem, vcpus up to maxvcpus, disks used in place, nics. What is
+        attached is recorded in dom.backend["live"] for the run (the domid) it describes."""
+        if new is None or key not in ("ram", "vcpus", "disks", "nics"):
+            raise NotLive(f"{key} changes at the next start")
+        live = self._live_state(dom)
+        name = self.xen_name(dom)
+        if key in ("ram", "vcpus"):
+            top, what = (live["maxmem"], "max_ram") if key == "ram" else (live["maxvcpus"], "max_vcpus")
+            if new > top:
+                raise NotLive(f"above the boot-time maximum ({what} {top})")
+            args = ["mem-set", name, f"{new}m"] if key == "ram" else ["vcpu-set", name, str(new)]
+            self._xl(args, what="xl " + " ".join(args))
+        elif key == "disks":
+            self._change_disks(dom, live, name, list(old or []), new)
+        else:
+            self._change_nics(dom, live, name, list(old or []), new)
+
+    @staticmethod
+    def _disk_key(disk: dict) -> str:
+        for field in ("path", "id", "image"):
+            if disk.get(field):
+                return f"{field} {disk[field]}"
+        return "disk without a path"
+
+    def _live_state(self, dom: Domain) -> dict:
+        """What runs in this domain: recorded by earlier changes of this run, else its boot configuration
+        (dom.config is exactly that until the first live change)."""
+        run = dom.backend.get("domid")
+        live = dom.backend.get("live")
+        if isinstance(live, dict) and live.get("run") == run:
+            return live
+        cfg = dom.config
+        live = {"run": run, "maxmem": int(cfg.get("max_ram") or cfg.get("ram", 256)),
+                "maxvcpus": max(int(cfg.get("vcpus", 1)), int(cfg.get("max_vcpus") or 0)),
+                "vdevs": {self._disk_key(use.disk): vdev for use, vdev in self.disk_vdevs(dom)}}
+        dom.backend["live"] = live
+        return live
+
+    def _change_disks(self, dom: Domain, live: dict, name: str, old: list, new: list) -> None:
+        from .vm import disks
+
+        olds = {self._disk_key(d): d for d in old}
+        news = {self._disk_key(d): d for d in new}
+        for k in olds.keys() & news.keys():
+            if olds[k] != news[k]:
+                raise NotLive(f"disk {k}: a changed disk takes its new settings at the next start")
+        added = [k for k in news if k not in olds]
+        scratch = Domain(dom.uuid, {**dom.config, "disks": [news[k] for k in added]}, {}, dom.data_dir, dom.run_dir)
+        taken = {ord(v[-1]) - ord("a") for v in live["vdevs"].values()}
+        attach = self.disk_vdevs(scratch, taken)
+        for use, _vdev in attach:
+            if use.kind != disks.USER or use.media != "disk":
+                raise NotLive(f"disk {self._disk_key(use.disk)}: only disks used in place (a path alone) are "
+                              "attached while a xen domain runs")
+        running = list(old)
+        try:
+            for k in (k for k in olds if k not in news):
+                self._xl(["block-detach", name, live["vdevs"][k]], what=f"xl block-detach {name} {live['vdevs'][k]}")
+                del live["vdevs"][k]
+                running.remove(olds[k])
+            for use, vdev in attach:
+                spec = f"format={use.format},vdev={vdev},access={'ro' if use.readonly else 'rw'},target={use.path}"
+                self._xl(["block-attach", name, spec], what=f"xl block-attach {name} {vdev}")
+                live["vdevs"][self._disk_key(use.disk)] = vdev
+                running.append(use.disk)
+        except BackendError as exc:
+            raise LiveChangeFailed(str(exc), in_effect=running) from None
+
+    def _change_nics(self, dom: Domain, live: dict, name: str, old: list, new: list) -> None:
+        olds = {str(n.get("mac")).lower(): n for n in old}
+        news = {str(n.get("mac")).lower(): n for n in new}
+        for k in olds.keys() & news.keys():
+            if olds[k] != news[k]:
+                raise NotLive(f"nic {k}: a changed nic takes its new settings at the next start")
+        added = [news[k] for k in news if k not in olds]
+        # the same settings a start gives the vif (_vif_entries), one key=value argument each
+        items = self._vif_entries(Domain(dom.uuid, {**dom.config, "nics": added}, {}, dom.data_dir, dom.run_dir))
+        running = list(old)
+        try:
+            for k in (k for k in olds if k not in news):
+                self._xl(["network-detach", name, olds[k]["mac"]], what=f"xl network-detach {name} {olds[k]['mac']}")
+                running.remove(olds[k])
+            for nic, item in zip(added, items):
+                settings = item[1:-1].replace("\\'", "'").replace("\\\\", "\\").split(",")
+                self._xl(["network-attach", name, *settings], what=f"xl network-attach {name} {nic['mac']}")
+                running.append(nic)
+        except BackendError as exc:
+            raise LiveChangeFailed(str(exc), in_effect=running) from None

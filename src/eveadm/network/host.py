@@ -1,5 +1,5 @@
 """What eveadm makes on the host for a network, and finds again: Linux bridges, one dnsmasq per
-local network, and masquerade rules in eveadm's nftables table.
+local network, and its masquerade and isolation rules in eveadm's nftables table.
 
 Every command is an argument list through BackendContext.run (so it is in the command log). Bridges
 and addresses are set with `ip` (iproute2) and read back as its JSON (`ip -j`): no new dependency and
@@ -21,11 +21,12 @@ import signal
 from .. import privatedir
 from ..backends.host import BackendContext, pid_alive, wait_until, which
 from ..errors import BackendError, BackendUnavailable
-from . import pools, root_of, state_dir
-from .spec import NAME_RE
+from . import BRIDGE_PREFIX, pools, root_of, state_dir
+from .spec import IFNAME_RE, NAME_RE
 
 NFT_TABLE = "eveadm"  # table ip eveadm: eveadm's own; nothing else of the host's ruleset is touched
-NFT_CHAIN = "postrouting"
+NFT_CHAIN = "postrouting"  # the masquerade rules
+NFT_FORWARD = "forward"  # the isolation rules
 DNSMASQ_START_TIMEOUT = 10  # s
 
 
@@ -251,9 +252,9 @@ def _nft(ctx: BackendContext, argv: list[str], script: str | None = None, check=
                    timeout=15, install_hint="install nftables")
 
 
-def nat_rules(ctx: BackendContext) -> list[dict]:
-    """This root's masquerade rules: [{"network", "handle", "subnet"}] (empty when no table)."""
-    proc = _nft(ctx, ["-j", "list", "chain", "ip", NFT_TABLE, NFT_CHAIN], check=False)
+def nft_rules(ctx: BackendContext) -> list[dict]:
+    """This root's rules in table ip eveadm: [{"network", "chain", "handle"}] (empty when no table)."""
+    proc = _nft(ctx, ["-j", "list", "table", "ip", NFT_TABLE], check=False)
     if proc.returncode != 0:
         return []
     out = []
@@ -263,24 +264,41 @@ def nat_rules(ctx: BackendContext) -> list[dict]:
             continue
         owner = marked_name(ctx.root_dir, rule.get("comment"))
         if owner is not None:
-            out.append({"network": owner, "handle": rule["handle"]})
+            out.append({"network": owner, "chain": rule.get("chain"), "handle": rule["handle"]})
     return out
 
 
-def ensure_nat(ctx: BackendContext, cfg: dict) -> None:
-    """The network's masquerade rule in table ip eveadm (the table and chain made if missing), and
-    IPv4 forwarding on, without which no NAT happens."""
+def has_rules(ctx: BackendContext, name: str) -> bool:
+    """Are both of a local network's rules (its masquerade and its isolation) in place?"""
+    return {r["chain"] for r in nft_rules(ctx) if r["network"] == name} >= {NFT_CHAIN, NFT_FORWARD}
+
+
+def ensure_rules(ctx: BackendContext, cfg: dict) -> None:
+    """A local network's two rules in table ip eveadm (the table and chains made if missing), and
+    IPv4 forwarding on, without which no NAT happens:
+    - postrouting: what leaves the subnet for elsewhere is masqueraded (outbound NAT);
+    - forward: what another eveadm network's bridge routes into this network's bridge is dropped,
+      unless it answers a connection made from inside (EVE isolates its network instances; replies
+      to NAT through a switch network's bridge still come back)."""
     name = cfg["name"]
-    if any(r["network"] == name for r in nat_rules(ctx)):
-        return
+    present = {r["chain"] for r in nft_rules(ctx) if r["network"] == name}
     subnet = str(ipaddress.IPv4Network(cfg["subnet"]))  # validated; re-rendered, never pasted
+    bridge = cfg["bridge"]
+    if not IFNAME_RE.match(bridge):  # a stored name; never nft syntax of its own
+        raise BackendError(f"network {name}: {bridge!r} is not an interface name")
+    comment = f'comment "{mark(ctx.root_dir, name)}"'
     script = (
         f"table ip {NFT_TABLE} {{\n"
         f"  chain {NFT_CHAIN} {{ type nat hook postrouting priority srcnat; policy accept; }}\n"
+        f"  chain {NFT_FORWARD} {{ type filter hook forward priority filter; policy accept; }}\n"
         f"}}\n"
-        f"add rule ip {NFT_TABLE} {NFT_CHAIN} ip saddr {subnet} ip daddr != {subnet} masquerade "
-        f"comment \"{mark(ctx.root_dir, name)}\"\n"
     )
+    if NFT_CHAIN not in present:
+        script += (f"add rule ip {NFT_TABLE} {NFT_CHAIN} ip saddr {subnet} ip daddr != {subnet} masquerade "
+                   f"{comment}\n")
+    if NFT_FORWARD not in present:
+        script += (f'add rule ip {NFT_TABLE} {NFT_FORWARD} oifname "{bridge}" iifname != "{bridge}" '
+                   f'iifname "{BRIDGE_PREFIX}*" ct direction original drop {comment}\n')
     _nft(ctx, ["-f", "-"], script)
     _enable_forwarding()
 
@@ -297,12 +315,12 @@ def _enable_forwarding() -> None:
         raise BackendError(f"cannot enable IPv4 forwarding ({path}): {exc.strerror}") from None
 
 
-def remove_nat(ctx: BackendContext, name: str, handle: int | None = None) -> int:
+def remove_rules(ctx: BackendContext, name: str, handle: int | None = None) -> int:
     """Remove the network's rules (or the one with `handle`); how many went."""
     gone = 0
-    for rule in nat_rules(ctx):
+    for rule in nft_rules(ctx):
         if rule["network"] == name and handle in (None, rule["handle"]):
-            _nft(ctx, ["delete", "rule", "ip", NFT_TABLE, NFT_CHAIN, "handle", str(rule["handle"])])
+            _nft(ctx, ["delete", "rule", "ip", NFT_TABLE, rule["chain"], "handle", str(rule["handle"])])
             gone += 1
     if gone and not _table_has_rules(ctx):
         _nft(ctx, ["delete", "table", "ip", NFT_TABLE], check=False)  # the last one: nothing of eveadm's stays
@@ -325,9 +343,9 @@ def bring_up(ctx: BackendContext, cfg: dict) -> list[str]:
         made.append(f"bridge {cfg['bridge']}")
     ensure_bridge(ctx, cfg)
     if cfg["type"] == "local":
-        if not any(r["network"] == cfg["name"] for r in nat_rules(ctx)):
-            made.append("nat rule")
-        ensure_nat(ctx, cfg)
+        if not has_rules(ctx, cfg["name"]):
+            made.append("nft rules")
+        ensure_rules(ctx, cfg)
         if dnsmasq_pid(ctx.root_dir, cfg["name"]) is None:
             made.append("dnsmasq")
         start_dnsmasq(ctx, cfg)
@@ -341,8 +359,8 @@ def tear_down(ctx: BackendContext, cfg: dict, keep_state: bool = False) -> list[
     name = cfg["name"]
     if stop_dnsmasq(ctx.root_dir, name):
         removed.append("dnsmasq")
-    if remove_nat(ctx, name):
-        removed.append("nat rule")
+    if cfg["type"] == "local" and remove_rules(ctx, name):  # a switch has none (and needs no nft)
+        removed.append("nft rules")
     if remove_bridge(ctx, cfg["bridge"], name):
         removed.append(f"bridge {cfg['bridge']}")
     if not keep_state:
@@ -358,7 +376,7 @@ def status(ctx: BackendContext, cfg: dict) -> dict:
     out = {"bridge_present": found is not None and marked_name(ctx.root_dir, found.get("ifalias")) == cfg["name"]}
     if cfg["type"] == "local":
         out["dnsmasq_pid"] = dnsmasq_pid(ctx.root_dir, cfg["name"])
-        out["nat"] = any(r["network"] == cfg["name"] for r in nat_rules(ctx))
+        out["nat"] = has_rules(ctx, cfg["name"])
     out["up"] = out["bridge_present"] and all(out.get(k, True) for k in ("dnsmasq_pid", "nat"))
     return out
 
@@ -385,10 +403,10 @@ def leftovers(ctx: BackendContext, stored: set[str]) -> list[Leftover]:
         if name not in stored:
             found.append(Leftover("dnsmasq", f"pid {pid}", name, lambda p=pid, n=name: stop_dnsmasq(root, n, p)))
     if which("nft"):
-        for rule in nat_rules(ctx):
+        for rule in nft_rules(ctx):
             if rule["network"] not in stored:
-                found.append(Leftover("nft rule", f"handle {rule['handle']} in table ip {NFT_TABLE}", rule["network"],
-                                      lambda r=rule: remove_nat(ctx, r["network"], r["handle"])))
+                found.append(Leftover("nft rule", f"handle {rule['handle']} in table ip {NFT_TABLE} chain {rule['chain']}",
+                                      rule["network"], lambda r=rule: remove_rules(ctx, r["network"], r["handle"])))
     for bridge, name in (our_bridges(ctx) if which("ip") else {}).items():
         if name not in stored:
             found.append(Leftover("bridge", bridge, name, lambda b=bridge, n=name: remove_bridge(ctx, b, n)))

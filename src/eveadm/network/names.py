@@ -14,7 +14,7 @@ import json
 import os
 import re
 
-from . import LOCK_PREFIX, lookup, root_of, state_dir
+from . import LOCK_PREFIX, all_networks, lookup, root_of, state_dir
 
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")  # one DNS label (RFC 1123)
 
@@ -51,6 +51,31 @@ def set_name(ctx_or_root, network: str, key: str, hostname: str, ip: str) -> boo
 def drop_name(ctx_or_root, network: str, key: str) -> bool:
     """Forget what `key` registered (no-op if nothing)."""
     return _change(ctx_or_root, network, lambda entries: entries.pop(key, None))
+
+
+def name_domain(ctx_or_root, uuid: str, hostname: str, nics: list[tuple[int, str | None, str | None]]) -> None:
+    """Register a domain's `hostname` for each (index, network, ip) of its wired nics that is on a
+    local network and has an address (key "UUID/index"). A hostname that is not a DNS label (an
+    alias may be any text) is not registered."""
+    if not HOSTNAME_RE.match(hostname or ""):
+        return
+    for index, network, ip in nics:
+        if network and ip:
+            set_name(ctx_or_root, network, f"{uuid}/{index}", hostname, ip.split("/")[0])
+
+
+def unname_domain(ctx_or_root, uuid: str) -> None:
+    """Drop every name the domain `uuid` registered, on every network (no-op where none)."""
+    prefix = f"{uuid}/"
+
+    def drop(entries: dict) -> None:
+        for key in [k for k in entries if k.startswith(prefix)]:
+            del entries[key]
+
+    root = root_of(ctx_or_root)
+    for cfg in all_networks(root):
+        if any(key.startswith(prefix) for key in names(root, cfg["name"])):
+            _change(ctx_or_root, cfg["name"], drop)
 
 
 def _change(ctx_or_root, network: str, edit) -> bool:

@@ -181,7 +181,8 @@ def coerce_cli_value(key: str, text: str):
 # -- domains' nics ---------------------------------------------------------------------------
 def check_nics(nics, networks: dict[str, dict], brand: str) -> list:
     """(path, message) for each nic that names a network that is not stored, an address outside its
-    network's subnet, or (for brands wired to the host) a bridge that is not on this host."""
+    network's subnet, or (for brands wired to the host) a bridge that is not on this host or a
+    network whose bridge is not. The one place these are checked, for every brand."""
     errs: list = []
     if not isinstance(nics, list):
         return errs
@@ -199,6 +200,9 @@ def check_nics(nics, networks: dict[str, dict], brand: str) -> list:
                 known = ", ".join(sorted(networks)) or "none"
                 errs.append((f"{path}.network", f"{name} is not a network (networks: {known})"))
                 continue
+            if _wires_nics(brand) and not is_bridge(net["bridge"]):
+                errs.append((f"{path}.network", f"network {name} is not up on this host (no bridge "
+                                                f"{net['bridge']}): run eveadm network up"))
             if net.get("subnet"):
                 errs += _check_address(nic, path, net)
         elif "bridge" in nic and _wires_nics(brand) and not is_bridge(nic["bridge"]):

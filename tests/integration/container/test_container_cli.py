@@ -149,18 +149,40 @@ def test_limits_in_rendered_config_and_cgroup(ecli, rootfs, tmp_path):
     bundle_cfg = json.loads(Path(dom["backend"]["config"]).read_text())
     assert bundle_cfg["linux"]["resources"] == res
     # the runtime applied them: the container's memory cgroup (v1 here, or v2)
-    pid = dom["pid"]
+    assert cgroup_limits(dom["pid"])[0] == 80 << 20
+    ecli.ok("delete", dom["uuid"])
+
+
+def cgroup_limits(pid: int) -> tuple[int, int]:
+    """(memory limit in bytes, CPU quota in us per 100 ms) of a process's cgroup, v1 or v2."""
     cg = {}
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
         _, ctrls, path = line.split(":", 2)
         for c in ctrls.split(","):
             cg[c] = path
     if "memory" in cg:
-        limit = Path(f"/sys/fs/cgroup/memory{cg['memory']}/memory.limit_in_bytes").read_text()
+        memory = Path(f"/sys/fs/cgroup/memory{cg['memory']}/memory.limit_in_bytes").read_text()
+        quota = Path(f"/sys/fs/cgroup/cpu{cg['cpu']}/cpu.cfs_quota_us").read_text()
     else:
-        limit = Path(f"/sys/fs/cgroup{cg['']}/memory.max").read_text()
-    assert int(limit) == 80 << 20
-    ecli.ok("delete", dom["uuid"])
+        memory = Path(f"/sys/fs/cgroup{cg['']}/memory.max").read_text()
+        quota = Path(f"/sys/fs/cgroup{cg['']}/cpu.max").read_text().split()[0]
+    return int(memory), int(quota)
+
+
+def test_memory_and_cpu_limits_change_while_the_program_runs(ecli, rootfs):
+    dom = ecli.create(payload(rootfs, ["/bin/sh", "-c", LOOP], ram=80, vcpus=1))
+    uuid, pid = dom["uuid"], dom["pid"]
+    assert cgroup_limits(pid) == (80 << 20, 100_000)
+    result = ecli.json("update", uuid, "ram=96", "vcpus=2", "-j")
+    assert {k: v["applied"] for k, v in result["changes"].items()} == {"ram": "live", "vcpus": "live"}
+    assert cgroup_limits(pid) == (96 << 20, 200_000)  # the same process, new limits
+    shown = get(ecli, uuid)
+    assert (shown["pid"], shown["ram"], shown["vcpus"], shown["state"]) == (pid, 96, 2, "running")
+    # what the runtime cannot change in a running container waits for the next start
+    result = ecli.json("update", uuid, "-j", input=json.dumps({"env": {"MODE": "new"}}))
+    assert result["changes"]["env"]["applied"] == "pending"
+    assert get(ecli, uuid)["pending_restart"] == {"env": {"MODE": "new"}}
+    ecli.ok("delete", uuid)
 
 
 def test_oci_image_layout_round_trip(ecli, oci_layout):

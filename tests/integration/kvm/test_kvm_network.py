@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from kvmtest import REPO, log_bytes, qemus_under, wait_log
+from netnstest import BUSYBOX
 from eveadm.backends.host import wait_until
 
 pytestmark = pytest.mark.kvm
@@ -352,6 +353,14 @@ def test_static_address_on_a_network_goes_into_the_seed_with_its_prefix_gateway_
     assert "local-hostname: staticvm\n" in iso_file(iso, "meta-data")
     info = json.loads(ev(netns, root, "info", dom["uuid"]).stdout)
     assert info["runtime"]["nics"][0]["ip"] == "10.78.0.50"
+
+    # the network's dnsmasq answers for the static address it never leased, until the domain goes
+    def lookup(name: str) -> str:
+        return netns.run(BUSYBOX, "nslookup", name, lan["gateway"], check=False).stdout.decode()
+
+    assert "10.78.0.50" in lookup("staticvm")
+    ev(netns, root, "stop", "-F", dom["uuid"])
+    assert "10.78.0.50" not in lookup("staticvm")
 
 
 def test_nics_naming_an_unknown_network_or_an_address_outside_it_are_refused(netns, root, guest, lan):

@@ -1,19 +1,18 @@
-"""Network tests run eveadm inside a network namespace each test makes (`ip netns exec NS`), so
-bridges, dnsmasq's sockets and nftables rules exist only there; no traffic leaves it."""
+"""Network tests run eveadm inside a network namespace each test makes (`ip netns exec NS`, or, to
+run containers, nsenter with a view of it: netnstest.ns_view), so bridges, dnsmasq's sockets,
+nftables rules, containers' veths and VMs' taps exist only there; no traffic leaves it."""
 
 import json
 import os
 import shutil
+import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from clitest import Cli
 from eveadm.network import host as nethost
-
-BUSYBOX = Path(os.environ.get("EVEADM_ARTIFACTS", "/var/cache/eveadm/artifacts")) / "rootfs" / "bin" / "busybox"
+from netnstest import ARTIFACTS, Namespace, NetnsCli, NsCli, delete_namespace, new_namespace, ns_view
 
 
 def _missing() -> str | None:
@@ -33,71 +32,11 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason=why))
 
 
-def run(*argv, check=True, ns=None, timeout=30):
-    """A command (in the namespace `ns`), its output as text."""
-    full = (["ip", "netns", "exec", ns] if ns else []) + [str(a) for a in argv]
-    proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
-    if check:
-        assert proc.returncode == 0, f"{' '.join(full)} -> {proc.returncode}: {proc.stderr}"
-    return proc
-
-
-def new_namespace() -> str:
-    name = "eveadm-test-" + os.urandom(4).hex()
-    run("ip", "netns", "add", name)
-    run("ip", "link", "set", "lo", "up", ns=name)
-    return name
-
-
-class NetnsCli(Cli):
-    """The CLI, run inside a network namespace."""
-
-    def __init__(self, root: Path, ns: str, env: dict | None = None):
-        super().__init__(root, env)
-        self.ns = ns
-
-    def __call__(self, *args, input=None, timeout=120, env=None):
-        e = dict(self.env)
-        e.update(env or {})
-        argv = ["ip", "netns", "exec", self.ns, sys.executable, "-m", "eveadm", "--root", str(self.root),
-                *map(str, args)]
-        return subprocess.run(argv, input=input if input is not None else "", capture_output=True, text=True,
-                              timeout=timeout, env=e)
-
-
-class Namespace:
-    """What the tests read of a namespace: links, addresses, the eveadm nft table."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def link(self, ifname: str) -> dict | None:
-        proc = run("ip", "-j", "-d", "link", "show", "dev", ifname, ns=self.name, check=False)
-        return json.loads(proc.stdout)[0] if proc.returncode == 0 else None
-
-    def bridges(self) -> list[str]:
-        return [e["ifname"] for e in json.loads(run("ip", "-j", "link", "show", "type", "bridge", ns=self.name).stdout)]
-
-    def addresses(self, ifname: str) -> list[str]:
-        out = json.loads(run("ip", "-j", "-4", "addr", "show", "dev", ifname, ns=self.name).stdout)
-        return [f"{a['local']}/{a['prefixlen']}" for e in out for a in e["addr_info"]]
-
-    def nat_rules(self) -> list[dict]:
-        """The rules of table ip eveadm (none when the table is absent)."""
-        proc = run("nft", "-j", "list", "table", "ip", "eveadm", ns=self.name, check=False)
-        if proc.returncode != 0:
-            return []
-        return [item["rule"] for item in json.loads(proc.stdout)["nftables"] if "rule" in item]
-
-    def has_table(self) -> bool:
-        return run("nft", "list", "table", "ip", "eveadm", ns=self.name, check=False).returncode == 0
-
-
 @pytest.fixture
 def ns():
     name = new_namespace()
     yield Namespace(name)
-    run("ip", "netns", "del", name, check=False)
+    delete_namespace(name)
 
 
 @pytest.fixture
@@ -111,3 +50,64 @@ def root(tmp_path):
 @pytest.fixture
 def cli(root, ns):
     return NetnsCli(root, ns.name)
+
+
+# -- scenarios: containers and VMs on eveadm's networks, the CLI under nsenter ----------------------
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="session")
+def rootfs() -> Path:
+    """The busybox root filesystem of the containers (scripts/build-rootfs.sh, cached)."""
+    out = ARTIFACTS / "rootfs"
+    subprocess.run(["sh", str(REPO / "scripts" / "build-rootfs.sh"), str(out)], check=True,
+                   capture_output=True, timeout=600)
+    return out
+
+
+@pytest.fixture(scope="session")
+def guest() -> Path:
+    """The kvm test guest (scripts/build-guest.sh, cached): virtio_net, udhcpc, its address on ttyS0."""
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.fail("qemu-system-x86_64 is missing: apt-get install qemu-system-x86")
+    out = ARTIFACTS / "guest"
+    subprocess.run(["sh", str(REPO / "scripts" / "build-guest.sh"), str(out)], check=True,
+                   capture_output=True, timeout=600)
+    return out
+
+
+@pytest.fixture
+def world(ns, root, tmp_path):
+    """The real CLI in the test's namespace, able to run containers and VMs there (netnstest.ns_view).
+    At teardown every domain, then every network, is deleted; what a failed test left beyond that
+    (containers, QEMUs) is killed before the namespace goes."""
+    with ns_view(ns.name, tmp_path) as enter:
+        cli = NsCli(enter, root)
+        try:
+            yield cli
+        finally:
+            for dom in json.loads(cli("list", "-j").stdout or "[]"):
+                cli("delete", dom["uuid"])
+            for net in json.loads(cli("network", "list", "-j").stdout or "[]"):
+                cli("network", "delete", net["name"])
+            _kill_leftovers(enter, root)
+
+
+def _kill_leftovers(enter: list[str], root: Path) -> None:
+    for runtime in ("runc", "crun"):
+        state = root / "run" / "container" / runtime
+        for cid in os.listdir(state) if state.is_dir() else []:
+            subprocess.run(enter + [runtime, "--root", str(state), "delete", "--force", cid],
+                           capture_output=True, timeout=30)
+    needle = os.fsencode(str(root))
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmd = fh.read()
+        except (OSError, ValueError):
+            continue
+        if (cmd.startswith(b"qemu-system") or b"conmon" in cmd.split(b"\0")[0]) and needle in cmd:
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass

@@ -5,7 +5,7 @@ what it should."""
 import json
 import os
 
-from conftest import BUSYBOX, new_namespace, run
+from netnstest import BUSYBOX, new_namespace, run
 
 from eveadm.backends.host import pid_alive, wait_until
 from eveadm.network import leases, lookup
@@ -65,7 +65,7 @@ def test_local_network_create_list_update_delete(cli, ns, root):
     assert lookup(str(root), "lan")["mtu"] == 1400
 
     removed = json.loads(cli.ok("network", "delete", "lan", "-j").stdout)["removed"]
-    assert set(removed) == {"dnsmasq", "nat rule", "bridge ev-lan"}
+    assert set(removed) == {"dnsmasq", "nft rules", "bridge ev-lan"}
     assert "ev-lan" not in ns.bridges()
     assert wait_until(lambda: not pid_alive(new_pid), 5)
     assert not ns.has_table()  # its last rule gone, eveadm's table goes too
@@ -138,7 +138,7 @@ def test_network_up_restores_bridge_dnsmasq_and_nat(cli, ns, root):
     assert got["up"] is False and got["dnsmasq_pid"] is None
 
     made = json.loads(cli.ok("network", "up", "-j").stdout)
-    assert made == {"lan": ["bridge ev-lan", "nat rule", "dnsmasq"]}
+    assert made == {"lan": ["bridge ev-lan", "nft rules", "dnsmasq"]}
     assert ns.addresses("ev-lan") == ["10.77.0.1/24"]
     assert len(masquerades(ns)) == 1
     got = json.loads(cli.ok("network", "get", "lan").stdout)

@@ -54,6 +54,10 @@ class RktSim:
             return []
         return [json.loads(line) for line in log.read_text().splitlines()]
 
+    def pod_env(self, pod: str) -> dict:
+        """The environment the simulated rkt gave a pod's app (real rkt keeps it in the pod's manifest)."""
+        return json.loads((self.root / "rkt" / "pods" / "run" / pod / "pod.json").read_text())["env"]
+
     def argvs(self) -> list[list[str]]:
         return [c["argv"] for c in self.commands()]
 

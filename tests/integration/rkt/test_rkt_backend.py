@@ -291,3 +291,30 @@ def test_alias_change_keeps_the_running_name(rktsim):
     assert be.status([dom])[dom.uuid].state == PAUSED
     assert be.unpause(dom).state == RUNNING
     assert rktsim.argvs()[-2:] == [["xl", "unpause", f"old.{dom.uuid[:8]}"], ["xl", "list"]]
+
+
+def test_cloud_init_user_data_is_the_pods_environment_not_a_seed_iso(rktsim):
+    """EVE's rktRun: user data's KEY=VALUE (and Key:Value) lines become the pod's environment, and a
+    pod gets no cloud-init ISO; `env` wins over user data, and values stay out of argv."""
+    be, dom = make(rktsim, env={"B": "from env"})
+    dom.config["cloud_init"] = {"user_data": "#cloud-config\nA=1\nB=from user data\nurl=http://h:80/x\n"
+                                             "Key: Value\nnot a variable\n"}
+    dom.config["customer_metadata"] = {"k": "v"}  # would give a VM a seed
+    be.prepare(dom)
+    be.create_paused(dom)
+    argv = rktsim.commands()[0]["argv"]
+    assert argv[-1] == f"--set-env-file={be.env_file(dom)}"
+    assert not [a for a in argv if a.startswith("--set-env=")]
+    pod_env = {"A": "1", "B": "from env", "url": "http://h:80/x", "Key": "Value"}
+    assert rktsim.pod_env(dom.backend["pod"]) == pod_env
+    assert "from user data" not in (rktsim.root / "log" / "commands.jsonl").read_text()
+    assert not (dom.data_dir / "cidata.iso").exists() and "cidata" not in (dom.data_dir / "xl.cfg").read_text()
+    assert "genisoimage" not in [c["argv"][0] for c in rktsim.commands()]
+
+
+def test_user_data_alone_still_reaches_the_pod(rktsim):
+    be, dom = make(rktsim, env={})
+    dom.config["cloud_init"] = {"user_data": "ONLY=here\n"}
+    be.prepare(dom)
+    be.create_paused(dom)
+    assert rktsim.pod_env(dom.backend["pod"]) == {"ONLY": "here"}

@@ -62,7 +62,7 @@ import sys
 import time
 from pathlib import Path
 
-from ...errors import BackendError, BackendUnavailable, NotSupported, PermanentError
+from ...errors import BackendError, BackendUnavailable, LiveChangeFailed, NotLive, NotSupported, PermanentError
 
 TYPE_CHECKING = False  # typing costs create's start-up; annotations are never evaluated
 if TYPE_CHECKING:
@@ -202,6 +202,8 @@ class Runtime:
 
 
 class ContainerBackend(Backend):
+    image_store = True  # `image` may name a stored image: `create --pull` fetches one that is missing
+
     def __init__(self, ctx: BackendContext, facts=None):
         super().__init__(ctx, facts)
         self._runtime: Runtime | None = None
@@ -312,16 +314,21 @@ class ContainerBackend(Backend):
         bad: list[tuple[str, str]] = []
         ref = config.get("image")
         if not ref:
-            return [("image", "brand container needs an image (a root filesystem directory or oci:DIR[:TAG])")]
-        problem = image.check_image(ref)
+            return [("image", "brand container needs an image (a root filesystem directory, oci:DIR[:TAG] or a "
+                              "stored image)")]
+        problem = image.check_image(ref, self.ctx.root_dir)
         if problem:
             bad.append(("image", problem))
         kind, path, tag = image.parse_image(ref)
         if kind == "dir" and not config.get("cmd"):
             bad.append(("cmd", "required with a root filesystem directory (it has no image config to take it from)"))
-        if kind == "oci" and not config.get("cmd") and not problem:
+        if kind in ("oci", "store") and not config.get("cmd") and not problem:
             try:
-                _, digest = image.resolve_manifest(path, tag)
+                if kind == "store":
+                    info = image.stored(self.ctx.root_dir, path)
+                    path, digest = info["layout"], info["digest"]
+                else:
+                    _, digest = image.resolve_manifest(path, tag)
                 cfg = image.image_config(path, digest)
                 if not (cfg.get("Entrypoint") or cfg.get("Cmd")):
                     bad.append(("cmd", f"required: image {ref} has no Entrypoint or Cmd"))
@@ -368,6 +375,8 @@ class ContainerBackend(Backend):
         kind, path, tag = image.parse_image(dom.config["image"])
         if kind == "dir":
             return path, {}
+        if kind == "store":
+            return self._stored_image(dom, path, unpack)
         try:
             tag, digest = image.resolve_manifest(path, tag)
             cfg = image.image_config(path, digest)
@@ -388,6 +397,25 @@ class ContainerBackend(Backend):
         except OSError:  # another eveadm unpacked it meanwhile
             _rmtree(tmp, ignore_errors=True)
         return str(cached / "rootfs"), cfg
+
+    def _stored_image(self, dom: Domain, ref: str, unpack: bool) -> tuple[str | None, dict]:
+        """A stored image: the one this container first ran (its digest is kept until delete, so a
+        name pulled again later never swaps the layers under its upper directory), else what `ref`
+        names now. Unpacked once into the store's shared tree."""
+        from ...images import lookup
+        from ...images import store as image_store
+
+        pinned = dom.backend.get("image_digest")
+        try:
+            info = (lookup(self.ctx.root_dir, pinned) if pinned else None) or image.stored(self.ctx.root_dir, ref)
+            cfg = image.image_config(info["layout"], info["digest"])
+        except image.ImageError as exc:  # no retry brings an image back
+            raise PermanentError(str(exc)) from None
+        rootfs = os.path.join(info["unpacked"], "rootfs")
+        if unpack:
+            rootfs = image_store.unpack(self.ctx, info["digest"], what=ref)
+            dom.backend["image_digest"] = info["digest"]
+        return (rootfs if os.path.isdir(rootfs) else None), cfg
 
     def _disks(self, dom: Domain) -> list[dict]:
         disks = []
@@ -562,11 +590,13 @@ class ContainerBackend(Backend):
                           "network": where.get("network"), "mac": where.get("mac"), "address": address,
                           "ip": address.split("/")[0] if address else None, "gateway": gateway})
             dom.backend["nics"] = wired
+        cni.register_names(self.ctx, dom.uuid, dom.alias or dom.uuid, wired)  # the spec's hostname
 
     def _unwire(self, dom: Domain) -> list[str]:
         """CNI DEL of every nic this run dir holds a config of; idempotent, also when the container
         is gone (then only the address reservation goes: its namespace took the veth with it)."""
         removed = []
+        cni.drop_names(self.ctx, dom.uuid)
         for ifname, path in cni.saved_confs(dom.run_dir):
             try:
                 conf = json.loads(path.read_text())
@@ -591,6 +621,21 @@ class ContainerBackend(Backend):
             got = wired[i].get("ip") if i < len(wired) and not dom.backend.get("released") else None
             out.append(got or (str(nic["ip"]).split("/")[0] if nic.get("ip") else None))
         return out
+
+    def change_live(self, dom: Domain, key: str, old, new) -> None:
+        """The cgroup limits (the registry's `live` for this brand): the runtime's `update` rewrites
+        them in the running container."""
+        if key not in self.facts.live:
+            raise NotLive(f"a container's {key} is set when it starts")
+        rt = self._rt(dom)
+        cpu, memory = spec.resource_limits({**dom.config, key: new})
+        argv = ["update", "--memory", str(memory), "--cpu-period", str(cpu["period"]),
+                "--cpu-quota", str(cpu["quota"])]
+        if key == "cpus":  # back to every CPU when the set is removed
+            argv += ["--cpuset-cpus", cpu.get("cpus") or _online_cpus()]
+        proc = self.ctx.run(rt.argv(*argv, dom.uuid), check=False)
+        if proc.returncode != 0:
+            raise LiveChangeFailed(oci_error(rt, "update", proc), in_effect=old)
 
     def unpause(self, dom: Domain) -> Status:
         rt = self._rt(dom)
@@ -758,6 +803,12 @@ class ContainerBackend(Backend):
             for dom in members:
                 out[dom.uuid] = self._status_one(dom, rt, listed.get(dom.uuid))
         return out
+
+    def stats(self, doms: Iterable[Domain]) -> dict[str, dict]:
+        """A pure read of every container's cgroup and veth counters (container/stats.py)."""
+        from .stats import read
+
+        return read({d.uuid: [n["veth"] for n in d.backend.get("nics") or [] if n.get("veth")] for d in doms})
 
     def _absent(self, dom: Domain) -> Status:
         last = dom.backend.get("last_exit") or {}
@@ -993,6 +1044,14 @@ class ContainerBackend(Backend):
                            for n in (dom.backend.get("nics") or [])]
             out["metadata_path"] = METADATA_PATH
         return out
+
+
+def _online_cpus() -> str:
+    """The host's CPUs as a cpuset list ("0-1")."""
+    try:
+        return Path("/sys/devices/system/cpu/online").read_text().strip()
+    except OSError:
+        return f"0-{(os.cpu_count() or 1) - 1}"
 
 
 def oci_error(rt: Runtime, verb: str, proc) -> str:

@@ -104,15 +104,22 @@ def link_names() -> set[str]:
 
 
 def resolve(ctx, root_dir, index: int, nic: dict) -> dict:
-    """Where nic `index` goes: {bridge, network, subnet, gateway, ip (with prefix), mtu, mac, dns}.
-    PermanentError when its network or bridge does not exist or its address does not fit."""
+    """Where nic `index` goes: {bridge, network, subnet, gateway, ip (with prefix), mtu, mac, dns,
+    missing}. PermanentError for what only a container nic needs (a network or a bridge; a static
+    address inside a raw bridge's subnet).
+
+    A network that does not exist or a bridge that is not on the host is a network-level problem:
+    the engine's validation says it (network.spec.check_nics), so here it is only noted in
+    `missing`, and wiring refuses it (network_config), for a bridge removed since the domain was
+    validated."""
     where = f"nics.{index}"
-    out = {"network": nic.get("network"), "mac": nic.get("mac"), "mtu": nic.get("mtu"), "dns": []}
+    out = {"network": nic.get("network"), "mac": nic.get("mac"), "mtu": nic.get("mtu"), "dns": [], "missing": None}
     subnet = gateway = None
     if nic.get("network"):
         net = _lookup_network(root_dir, nic["network"])
         if not net:
-            raise PermanentError(f"{where}: network {nic['network']} does not exist")
+            return dict(out, bridge=None, subnet=None, gateway=None, ip=None,
+                        missing=f"{where}: network {nic['network']} does not exist")
         out["bridge"] = net.get("bridge")
         subnet = net.get("subnet")
         gateway = net.get("gateway")
@@ -125,7 +132,7 @@ def resolve(ctx, root_dir, index: int, nic: dict) -> dict:
         raise PermanentError(f"{where}: a container nic needs a network or a bridge")
     exists, own = bridge_facts(ctx, out["bridge"])
     if not exists:
-        raise PermanentError(f"{where}: bridge {out['bridge']} does not exist")
+        out["missing"] = f"{where}: bridge {out['bridge']} does not exist"
     if not subnet:  # a raw bridge: its own address gives the subnet and the gateway
         if own is not None:
             subnet, gateway = str(own.network), gateway or str(own.ip)
@@ -136,7 +143,8 @@ def resolve(ctx, root_dir, index: int, nic: dict) -> dict:
         if nic.get("ip"):
             text = str(nic["ip"])
             ip = ipaddress.IPv4Interface(text if "/" in text or net is None else f"{text}/{net.prefixlen}")
-            if net is not None and ip.ip not in net:
+            # a network's subnet is checked by the engine; a raw bridge's only here
+            if net is not None and not nic.get("network") and ip.ip not in net:
                 raise PermanentError(f"{where}.ip: {ip.ip} is outside {net}")
     except ValueError as exc:
         raise PermanentError(f"{where}: {exc}") from None
@@ -147,7 +155,10 @@ def resolve(ctx, root_dir, index: int, nic: dict) -> dict:
 
 
 def network_config(root_dir, where: dict, default_route: bool) -> dict:
-    """The CNI network config (stdin of the bridge plugin) of one resolved nic."""
+    """The CNI network config (stdin of the bridge plugin) of one resolved nic. PermanentError when
+    its network or bridge is missing: the bridge plugin would make a bridge of that name."""
+    if where.get("missing"):
+        raise PermanentError(where["missing"])
     name = f"eveadm-{where['network']}" if where.get("network") else f"eveadm-br-{where['bridge']}"
     conf: dict = {"cniVersion": CNI_VERSION, "name": name, "type": "bridge", "bridge": where["bridge"],
                   "isGateway": False, "ipMasq": False, "capabilities": {"mac": True, "ips": True},
@@ -215,6 +226,21 @@ def host_veth(result: dict, bridge: str) -> str | None:
         if not entry.get("sandbox") and entry.get("name") != bridge:
             return entry.get("name")
     return None
+
+
+def register_names(ctx, uuid: str, hostname: str, wired: list[dict]) -> None:
+    """Make the container's hostname resolve, through each local network's dnsmasq, to the address
+    CNI gave its nic there (dnsmasq knows only the addresses it leased itself)."""
+    from ...network import names
+
+    names.name_domain(ctx, uuid, hostname, [(i, nic.get("network"), nic.get("ip")) for i, nic in enumerate(wired)])
+
+
+def drop_names(ctx, uuid: str) -> None:
+    """Forget the names register_names gave the container (at every unwiring: stop, release)."""
+    from ...network import names
+
+    names.unname_domain(ctx, uuid)
 
 
 def write_conf(run_dir, ifname: str, conf: dict) -> Path:

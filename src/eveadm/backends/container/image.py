@@ -1,9 +1,11 @@
-"""Container images: a root filesystem directory, or `oci:DIR[:TAG]`, an OCI image layout.
+"""Container images: a root filesystem directory, `oci:DIR[:TAG]` (an OCI image layout), or a
+stored image (eveadm image pull): its name as pulled (`127.0.0.1:5000/busybox:1`) or `sha256:DIGEST`.
 
 A layout is unpacked once with umoci into `<cache>/container/oci/<manifest digest>/rootfs`
-(by the backend) and shared by every domain using it; its image config (Entrypoint,
-Cmd, Env, WorkingDir, User) is read straight from the layout's blobs here, so
-`render` never needs the unpacked tree.
+(by the backend) and shared by every domain using it; a stored image into the image store's
+`images/unpacked/sha256-HEX/rootfs` (eveadm.images.store.unpack). The image config (Entrypoint,
+Cmd, Env, WorkingDir, User) is read straight from the layout's blobs here, so `render` never
+needs the unpacked tree.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ class ImageError(Exception):
 
 
 def parse_image(image: str) -> tuple[str, str, str | None]:
-    """("dir", path, None) or ("oci", layout_dir, tag_or_None)."""
+    """("dir", path, None), ("oci", layout_dir, tag_or_None) or ("store", name_or_digest, None)."""
+    if not image.startswith(("/", "oci:")):
+        return "store", image, None
     if image.startswith("oci:"):
         rest = image[4:]
         path, tag = rest, None
@@ -76,9 +80,31 @@ def image_config(layout: str, digest: str) -> dict:
     return config.get("config") or {}
 
 
-def check_image(image: str) -> str | None:
-    """The one-line problem with `image`, or None when it can be used."""
+def stored(root, ref: str) -> dict:
+    """The stored OCI image `ref` names (eveadm.images.describe). Raises ImageError saying how to get it."""
+    from ...images import OCI, lookup, pull_hint
+    from ...images.spec import reference_problem
+
+    problem = reference_problem(ref)
+    if problem:
+        raise ImageError(problem)
+    info = lookup(root, ref)
+    if info is None:
+        raise ImageError(pull_hint(ref))
+    if info["kind"] != OCI:
+        raise ImageError(f"image {ref} is a VM disk image, not a container image")
+    return info
+
+
+def check_image(image: str, root=None) -> str | None:
+    """The one-line problem with `image`, or None when it can be used (`root`: the image store's)."""
     kind, path, tag = parse_image(image)
+    if kind == "store":
+        try:
+            stored(root, path)
+        except ImageError as exc:
+            return str(exc)
+        return None
     if not os.path.isabs(path):
         return f"image path must be absolute: {path}"
     if kind == "dir":

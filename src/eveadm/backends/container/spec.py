@@ -23,20 +23,26 @@ DISK_MOUNT_DIR = "/mnt/disk{index}"  # where `disks[index]` (a directory) appear
 
 
 def user_data_env(user_data: str | None) -> dict[str, str]:
-    """EVE's container cloud-init: each `Key:Val` line becomes an environment variable.
+    """EVE's container cloud-init: each `KEY=VALUE` line (EVE since 2020) or `Key:Value` line (EVE
+    before) becomes an environment variable.
 
-    Split at the first ':'; surrounding blanks are trimmed. Blank lines, `#`
-    comments and lines without ':' are skipped (EVE's parser panicked on them).
+    The first of '=' and ':' in a line separates. `KEY=VALUE` is read as an env file is: KEY a
+    variable name, VALUE as written. `Key:Value` has its blanks trimmed. Blank lines, `#` comments
+    and other lines are skipped (EVE's parser refused the whole user data, or panicked, on them).
     """
     env: dict[str, str] = {}
     for line in (user_data or "").splitlines():
         line = line.strip()
-        if not line or line.startswith("#") or ":" not in line:
+        if not line or line.startswith("#"):
             continue
-        key, _, val = line.partition(":")
-        key = key.strip()
-        if key and "=" not in key:
-            env[key] = val.strip()
+        at = min((i for i in (line.find("="), line.find(":")) if i > 0), default=-1)
+        if at < 0:
+            continue
+        key, sep, val = line[:at], line[at], line[at + 1:]
+        if sep == "=" and key.isascii() and key.isidentifier():  # [A-Za-z_][A-Za-z0-9_]*
+            env[key] = val
+        elif sep == ":" and key.strip():
+            env[key.strip()] = val.strip()
     return env
 
 
@@ -66,6 +72,15 @@ def _user(spec_user: str | None, rootfs: str | None) -> dict:
     if group:
         gid = lookup(group, "group", 2)
     return {"uid": uid, "gid": gid}
+
+
+def resource_limits(config: dict) -> tuple[dict, int]:
+    """The cgroup limits a config asks for: (OCI linux.resources.cpu, memory limit in bytes). Used at
+    create and by a live update, so both give the container the same numbers."""
+    cpu: dict = {"period": CPU_PERIOD, "quota": int(config.get("vcpus", 1)) * CPU_PERIOD}
+    if config.get("cpus"):
+        cpu["cpus"] = config["cpus"]
+    return cpu, int(config.get("ram", 256)) * MiB
 
 
 def build_spec(config: dict, *, rootfs: str, image_cfg: dict | None = None, hostname: str,
@@ -111,10 +126,7 @@ def build_spec(config: dict, *, rootfs: str, image_cfg: dict | None = None, host
             "options": ["rbind", "ro" if disk.get("readonly") else "rw"],
         })
 
-    cpu: dict = {"period": CPU_PERIOD, "quota": int(config.get("vcpus", 1)) * CPU_PERIOD}
-    if config.get("cpus"):
-        cpu["cpus"] = config["cpus"]
-    ram = int(config.get("ram", 256)) * MiB
+    cpu, ram = resource_limits(config)
     return {
         "ociVersion": "1.0.2",
         "process": {

@@ -18,6 +18,14 @@ from ..vm import cloudinit, disks
 from . import nics as host_nics
 
 QEMU = "qemu-system-x86_64"
+# the firmware of virt_mode fml when the payload names none: Debian's `ovmf` package (settings
+# kvm.ovmf_code and kvm.ovmf_vars name others); each domain gets its own copy of the variable store
+OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+OVMF_HINT = "apt-get install ovmf"
+HV_VENDOR_ID = "eveadm"  # what a guest that must not see KVM (fml) reads as its hypervisor's vendor
+VNC_LAST_DISPLAY = 99  # VNC moves on to the next free display up to this one (EVE's to=99)
+IDE_PORTS = {"q35": 6, "pc": 4}  # q35's AHCI: six one-unit buses; pc's PIIX: two buses of two units
 
 
 def esc(value: object) -> str:
@@ -69,6 +77,7 @@ def paths(dom: Domain) -> dict[str, Path]:
         "serial_log": data / "serial.log",
         "qemu_log": data / "qemu.log",
         "argv_file": data / "qemu.argv",
+        "ovmf_vars": data / "OVMF_VARS.fd",  # the domain's UEFI variables (fml without firmware)
     }
 
 
@@ -132,23 +141,23 @@ def groups(ctx: BackendContext, dom: Domain) -> list[list[str]]:
     add = out.append
     add(["-name", f"guest={esc(dom.name)}"])
     add(["-uuid", dom.uuid])
-    add(["-machine", esc(cfg.get("machine", "q35"))])
+    machine = esc(cfg.get("machine", "q35"))
+    add(["-machine", f"{machine},hpet=off" if has_isa_bus(cfg) else machine])  # EVE: no HPET
     add(["-accel", accel])
-    if accel == "kvm":
-        add(["-cpu", "host"])
-    ram = int(cfg.get("ram", 256))
-    max_ram = cfg.get("max_ram")
-    if max_ram and int(max_ram) > ram:
-        add(["-m", f"size={ram}M,slots=1,maxmem={int(max_ram)}M"])
-    else:
-        add(["-m", f"{ram}M"])
-    add(["-smp", str(int(cfg.get("vcpus", 1)))])
+    cpu = cpu_model(cfg, accel)
+    if cpu:
+        add(["-cpu", cpu])
+    from . import hotplug  # memory, vCPUs and spare ports so that they can change while the guest runs
+
+    out += hotplug.memory_args(cfg)
+    out += hotplug.smp_args(cfg)
     add(["-nodefaults"])
     add(["-no-user-config"])
     add(["-display", "none"])
     add(["-msg", "timestamp=on"])
     add(["-S"])
     add(["-no-shutdown"])
+    out += machine_defaults(cfg)
     if has_isa_bus(cfg):
         # a guest's kernel panic pauses QEMU in run state guest-panicked, which status reports
         add(["-device", "pvpanic"])
@@ -164,6 +173,9 @@ def groups(ctx: BackendContext, dom: Domain) -> list[list[str]]:
     add(["-serial", "chardev:serial0"])
     if cfg.get("firmware"):
         add(["-bios", cfg["firmware"]])
+    elif cfg.get("virt_mode") == "fml":
+        add(["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={esc(ovmf(ctx)[0])}"])
+        add(["-drive", f"if=pflash,format=raw,unit=1,file={esc(p['ovmf_vars'])}"])
     if cfg.get("kernel"):
         add(["-kernel", cfg["kernel"]])
         if cfg.get("initrd"):
@@ -174,6 +186,7 @@ def groups(ctx: BackendContext, dom: Domain) -> list[list[str]]:
     for i, dev in enumerate(cfg.get("pci_devices") or []):
         add(["-device", f"vfio-pci,host={esc(dev['address'])},id=hostdev{i}"])
     out += vnc_args(ctx, cfg)
+    out += hotplug.boot_args(ctx, cfg)
     return out
 
 
@@ -181,6 +194,55 @@ def has_isa_bus(cfg: dict) -> bool:
     """q35 and pc (and their versioned names pc-q35-*, pc-i440fx-*) have the ISA bus pvpanic sits on."""
     machine = str(cfg.get("machine", "q35"))
     return machine == "q35" or machine == "pc" or machine.startswith("pc-")
+
+
+def is_q35(cfg: dict) -> bool:
+    machine = str(cfg.get("machine", "q35"))
+    return machine == "q35" or machine.startswith("pc-q35")
+
+
+def cpu_model(cfg: dict, accel: str) -> str | None:
+    """KVM runs the host's CPU model. A fml guest (one that gets a GPU, say) is not told it runs
+    under KVM, as EVE does: NVIDIA's Windows driver refused to start under a hypervisor it saw."""
+    if accel != "kvm":
+        return None
+    if cfg.get("virt_mode") == "fml":
+        return f"host,kvm=off,hv_vendor_id={HV_VENDOR_ID}"
+    return "host"
+
+
+def machine_defaults(cfg: dict) -> list[list[str]]:
+    """What EVE gives every x86 VM: an RTC that catches up lost ticks gently (in local time for a
+    guest that wants it: Windows), no S3/S4 sleep states (a suspended guest looks hung), KVM's PIT
+    delaying lost ticks, and a vIOMMU when PCI devices are passed through (q35)."""
+    if not has_isa_bus(cfg):
+        return []
+    out = [["-rtc", f"base={'localtime' if cfg.get('clock') == 'localtime' else 'utc'},driftfix=slew"]]
+    power = "ICH9-LPC" if is_q35(cfg) else "PIIX4_PM"
+    out += [["-global", f"{power}.disable_s3=1"], ["-global", f"{power}.disable_s4=1"]]
+    out.append(["-global", "kvm-pit.lost_tick_policy=delay"])  # under TCG no kvm-pit exists: unused
+    if cfg.get("pci_devices") and is_q35(cfg):
+        # before every other device; caching-mode lets vfio map the guest's DMA
+        out.append(["-device", "intel-iommu,caching-mode=on"])
+    return out
+
+
+def ovmf(ctx: BackendContext) -> tuple[str, str]:
+    """(code, variable store template) of the host's OVMF."""
+    return (str(ctx.setting("kvm.ovmf_code", OVMF_CODE)), str(ctx.setting("kvm.ovmf_vars", OVMF_VARS)))
+
+
+def seed_model(cfg: dict) -> str:
+    """The NoCloud seed's bus: IDE (SATA on q35) when the first disk is IDE, a guest that may have no
+    virtio driver; else virtio-scsi, which leaves the IDE ports to the domain's own disks."""
+    first = (cfg.get("disks") or [{}])[0]
+    return "ide" if first.get("model") == "ide" else "scsi"
+
+
+def ide_count(cfg: dict, with_seed: bool) -> int:
+    """IDE/SATA ports a domain's disks, cdroms and seed take."""
+    n = sum(1 for d in cfg.get("disks") or [] if d.get("model") == "ide")
+    return n + (1 if with_seed and seed_model(cfg) == "ide" else 0)
 
 
 def flat(argv_groups: list[list[str]]) -> list[str]:
@@ -197,7 +259,7 @@ def disk_args(dom: Domain) -> list[list[str]]:
     entries = [(u.path, u.format, u.media, u.readonly, u.disk.get("model", "virtio"), u.disk.get("boot", False))
                for u in disks.plan(dom)]
     if cloudinit.wanted(dom.config):
-        entries.append((cloudinit.iso_path(dom), "raw", "cdrom", True, "scsi", False))
+        entries.append((cloudinit.iso_path(dom), "raw", "cdrom", True, seed_model(dom.config), False))
     scsi = False
     bootindex = 1
     ide = 0
@@ -251,13 +313,18 @@ def nic_args(ctx: BackendContext, dom: Domain) -> list[list[str]]:
 
 
 def vnc_args(ctx: BackendContext, cfg: dict) -> list[list[str]]:
-    """vnc_port -1: none; 0: the first free display; 5900+N: display N. The password is set over QMP."""
+    """vnc_port -1: none; 0: the first free display; 5900+N: display N, or the next free one after it
+    (EVE's to=, instead of failing the start). A video card, and a USB tablet so that the pointer
+    follows the viewer's. The password is set over QMP."""
     port = cfg.get("vnc_port", -1)
     if port is None or int(port) < 0:
         return []
     port = int(port)
     listen = ctx.setting("kvm.vnc_listen", "127.0.0.1")
-    display = f"{listen}:0,to=99" if port == 0 else f"{listen}:{port - 5900 if port >= 5900 else port}"
+    display = port - 5900 if port >= 5900 else port
+    last = VNC_LAST_DISPLAY if display < VNC_LAST_DISPLAY else min(display + VNC_LAST_DISPLAY, 65535 - 5900)
+    spec = f"{listen}:{display},to={last}"
     if cfg.get("vnc_password"):
-        display += ",password=on"
-    return [["-device", "VGA"], ["-vnc", display]]
+        spec += ",password=on"
+    return [["-device", "VGA"], ["-device", "qemu-xhci,id=usb"], ["-device", "usb-tablet,bus=usb.0"],
+            ["-vnc", spec]]

@@ -64,6 +64,7 @@ from ..host import last_output_line, pid_alive, wait_until, which
 from ..vm import cloudinit, disks, pci
 from ..vm.kernel import not_a_kernel
 from . import argv as qemu_argv
+from . import hotplug
 from . import nics as host_nics
 from .argv import QEMU, SOCKET_FILES, SOCKETS, esc, paths, socket_base
 from .qmp import BROKEN_STATES, PAUSED_STATES, QMP_TIMEOUT, QmpError, describe, qmp, qmp_many, wait_shutdown_event
@@ -102,7 +103,17 @@ class KvmBackend(Backend):
         if mode in ("pv", "pvh"):
             problems.append(("virt_mode", f"{mode} is a xen mode; kvm runs hvm or fml"))
         if mode == "fml" and not config.get("firmware"):
-            problems.append(("firmware", "virt_mode fml needs firmware (an OVMF image)"))
+            for path in qemu_argv.ovmf(self.ctx):
+                if not os.path.isfile(path):
+                    problems.append(("firmware", f"virt_mode fml without firmware uses the host's OVMF, and "
+                                                 f"{path} is missing: {qemu_argv.OVMF_HINT}, or give firmware"))
+                    break
+        machine = str(config.get("machine", "q35"))
+        ports = qemu_argv.IDE_PORTS.get("q35" if qemu_argv.is_q35(config) else machine)
+        taken = qemu_argv.ide_count(config, cloudinit.wanted(config))
+        if ports is not None and taken > ports:
+            problems.append(("disks", f"machine {machine} has {ports} IDE/SATA ports; the ide disks and cdroms "
+                                      f"(and the cloud-init seed) need {taken}: give some model virtio or scsi"))
         for key in ("kernel", "initrd", "firmware"):
             if config.get(key) and not os.path.isfile(config[key]):
                 problems.append((key, f"{config[key]} does not exist"))
@@ -144,6 +155,8 @@ class KvmBackend(Backend):
         if cloudinit.wanted(dom.config):
             dom.backend["cidata"] = str(cloudinit.build(self.ctx, dom))
         p = paths(dom)
+        if dom.config.get("virt_mode") == "fml" and not dom.config.get("firmware"):
+            _ovmf_vars(qemu_argv.ovmf(self.ctx)[1], p["ovmf_vars"])
         p["argv_file"].write_text(self.render(dom))
         dom.backend["argv_file"] = str(p["argv_file"])
         pci.reserve(self, dom)
@@ -230,6 +243,7 @@ class KvmBackend(Backend):
         cmds: list = []
         if dom.config.get("vnc_password") and int(dom.config.get("vnc_port", -1)) >= 0:
             cmds.append(("change-vnc-password", {"password": dom.config["vnc_password"]}))
+        cmds += hotplug.boot_commands(dom.config)
         cmds += ["cont", "query-status"]
         pid = self._pid(dom)
         try:
@@ -242,6 +256,10 @@ class KvmBackend(Backend):
         if st.state == PAUSED:
             raise BackendError(f"{dom.name}: QMP cont left QEMU in state {qs!r}, not 'running'")
         return st
+
+    def change_live(self, dom: Domain, key: str, old, new) -> None:
+        """Disks, nics, ram and vcpus over QMP (hotplug.py); everything else at the next start."""
+        hotplug.change(self.ctx, dom, key, old, new)
 
     def shutdown(self, dom: Domain, kind: str, timeout: float) -> None:
         if kind not in (GRACEFUL, FORCED):
@@ -344,6 +362,13 @@ class KvmBackend(Backend):
                 out[uuid] = Status(RUNNING, domain_id=pid, pid=pid, detail=detail)
         return out
 
+    def stats(self, doms: Iterable[Domain]) -> dict[str, dict]:
+        """A pure read of every live QEMU's counters at once (kvm/stats.py)."""
+        from .stats import read
+
+        return read({d.uuid: (self._pid(d), str(self._sock(d)), list(d.backend.get("taps") or []))
+                     for d in doms if self._alive(d)})
+
     def _detail(self, dom: Domain) -> dict:
         return {"accel": dom.backend.get("accel"), "qmp": str(self._sock(dom))}
 
@@ -423,7 +448,7 @@ class KvmBackend(Backend):
         removed += disks.release(dom, delete=delete)
         pci_errors = pci.give_back(self, dom)
         if delete:
-            for path in (p["argv_file"], p["serial_log"], p["qemu_log"], cloudinit.iso_path(dom)):
+            for path in (p["argv_file"], p["serial_log"], p["qemu_log"], cloudinit.iso_path(dom), p["ovmf_vars"]):
                 try:
                     path.unlink()
                     removed.append(str(path))
@@ -435,7 +460,7 @@ class KvmBackend(Backend):
                 pass
             for key in ("argv_file", "cidata", "disks"):
                 dom.backend.pop(key, None)
-        for key in ("pid", "ended", "qmp", "qmp_events", "serial", "pidfile", "started", "sock_dir"):
+        for key in ("pid", "ended", "qmp", "qmp_events", "serial", "pidfile", "started", "sock_dir", "hotplug"):
             dom.backend.pop(key, None)
         if pci_errors:
             raise BackendError(f"{dom.name}: PCI devices not given back: " + "; ".join(pci_errors))
@@ -666,6 +691,25 @@ def _socket_dir(path: Path) -> None:
         raise PermanentError(f"{exc}: remove it or set EVEADM_KVM_SOCKET_DIR") from None
     except EveadmError as exc:
         raise BackendError(str(exc)) from None
+
+
+def _ovmf_vars(template: str, path: Path) -> None:
+    """The domain's own UEFI variable store, copied from OVMF's template at the first start and kept
+    until delete (boot entries a guest installer writes survive a restart)."""
+    if path.exists():
+        return
+    from ... import privatedir
+
+    try:
+        with open(template, "rb") as src:
+            data = src.read()
+    except OSError as exc:
+        raise PermanentError(f"OVMF variable store {template} cannot be read: {exc.strerror} "
+                             f"({qemu_argv.OVMF_HINT})") from None
+    part = path.with_name(path.name + ".part")
+    with os.fdopen(privatedir.open_private(str(part), os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as fh:
+        fh.write(data)
+    os.replace(part, path)
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -20,7 +20,6 @@ Reads go through /sys/class/net (no `ip` output parsed); changes through `ip` ar
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os
 from pathlib import Path
 
@@ -98,40 +97,16 @@ def plan(ctx: BackendContext, dom: Domain) -> list[dict]:
 
 
 def problems(ctx: BackendContext, config: dict) -> list[tuple[str, str]]:
-    """validate's part: every nic's bridge must exist and be a bridge, its network must exist, a static
-    address must parse and lie in the network's subnet."""
+    """validate's part that is kvm's own: a nic's `vif` (the tap's name) must not be an interface
+    eveadm did not make for this domain. Whether a nic's network or bridge exists and its address
+    fits are network-level checks, made once for every brand by the engine (network.spec.check_nics)."""
     out = []
     dom = Domain(config.get("uuid") or "0" * 36, config, {}, "/nonexistent", "/nonexistent")
     for entry in plan(ctx, dom):
-        where = f"nics.{entry['index']}"
         nic = config["nics"][entry["index"]]
-        if entry.get("missing"):
-            out.append((f"{where}.network", entry["missing"]))
-            continue
         tap = entry["tap"]
         if tap and nic.get("vif") and (SYS_NET / tap).exists() and alias_of(tap) != alias_for(ctx, dom):
-            out.append((f"{where}.vif", f"interface {tap} exists and is not a tap eveadm made for this domain"))
-        bridge = entry["bridge"]
-        if bridge and not is_bridge(bridge):
-            what = "is not a bridge" if (SYS_NET / bridge).exists() else "does not exist"
-            field = "network" if nic.get("network") else "bridge"
-            out.append((f"{where}.{field}", f"bridge {bridge} {what}"))
-        if nic.get("ip"):
-            try:
-                address = ipaddress.ip_interface(entry["ip"])
-            except ValueError:
-                out.append((f"{where}.ip", f"{nic['ip']} is not an IP address"))
-                continue
-            net = lookup_network(ctx, nic["network"]) if nic.get("network") else None
-            if net and net.get("subnet"):
-                subnet = ipaddress.ip_network(net["subnet"], strict=False)
-                if address.ip not in subnet:
-                    out.append((f"{where}.ip", f"{address.ip} is outside network {nic['network']}'s subnet {subnet}"))
-        if nic.get("gateway"):
-            try:
-                ipaddress.ip_address(nic["gateway"])
-            except ValueError:
-                out.append((f"{where}.gateway", f"{nic['gateway']} is not an IP address"))
+            out.append((f"nics.{entry['index']}.vif", f"interface {tap} exists and is not a tap eveadm made for this domain"))
     return out
 
 
@@ -208,8 +183,11 @@ def create_taps(ctx: BackendContext, dom: Domain) -> list[str]:
 
 
 def join_bridges(ctx: BackendContext, dom: Domain) -> None:
-    """Join each tap to its bridge and bring it up (at unpause: the guest sends nothing before)."""
-    for entry in plan(ctx, dom):
+    """Join each tap to its bridge and bring it up (at unpause: the guest sends nothing before).
+    The domain's hostname (as the seed gives it) is registered for its static addresses on local
+    networks: dnsmasq knows by itself only the names of the guests it leased an address to."""
+    entries = plan(ctx, dom)
+    for entry in entries:
         if not entry["tap"]:
             continue
         if not entry["bridge"]:
@@ -218,11 +196,19 @@ def join_bridges(ctx: BackendContext, dom: Domain) -> None:
         if entry["mtu"]:
             argv += ["mtu", str(int(entry["mtu"]))]
         ctx.run(argv + ["up"], install_hint=IP_HINT)
+    static = [(e["index"], e["network"], e["ip"]) for e in entries if e["tap"] and e["network"] and e["ip"]]
+    if static:
+        from ...network import names as hostnames
+
+        hostnames.name_domain(ctx, dom.uuid, dom.alias or dom.uuid, static)
 
 
 def delete_taps(ctx: BackendContext, dom: Domain, names: list[str]) -> list[str]:
     """Delete the taps in `names` and in the intent record that are this domain's (is_ours); others are
     left alone. Removes the intent record when all are gone. Returns what could not be deleted."""
+    from ...network import names as hostnames
+
+    hostnames.unname_domain(ctx, dom.uuid)
     errors = []
     for tap in dict.fromkeys([*names, *intended(dom.run_dir)]):
         if (SYS_NET / tap).exists() and is_ours(ctx, dom.uuid, dom.run_dir, tap):

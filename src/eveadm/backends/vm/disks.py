@@ -1,6 +1,6 @@
 """Disk images for VM brands (kvm; xen may use it too): plan, prepare, release.
 
-The semantics (SPEC 4.4, decided in docs/HELPERS.md), per entry of dom.config["disks"]:
+The semantics (README.md's disk modes; docs/design.md, Disks), per entry of dom.config["disks"]:
 
     path, no size, no preserve key -> "user":      the user's file, used in place, never deleted
     path + preserve: false         -> "fresh":     a qcow2 overlay on the user's file, made anew
@@ -9,6 +9,10 @@ The semantics (SPEC 4.4, decided in docs/HELPERS.md), per entry of dom.config["d
                                                    kept across stop/start, removed by delete
     size, no path                  -> "blank":     a blank image under dom.data_dir, kept,
                                                    removed by delete
+    image (a stored disk image)    -> "preserved": a qcow2 overlay backed by the store's read-only
+                                                   image, made at the first start, kept until delete;
+    image + preserve: false        -> "fresh":     the same overlay made anew at every start (a cdrom
+                                                   image is fresh unless told otherwise)
     size + path                    -> "blank-at":  a blank image created at `path` if missing;
                                                    eveadm owns it (delete removes it) only when
                                                    eveadm created it
@@ -55,8 +59,9 @@ class DiskUse:
     kind: str
     path: Path  # the file the VMM opens
     format: str  # the VMM's image format: raw or qcow2 (an iso is raw)
-    source: Path | None  # the user's file, if any
+    source: Path | None  # the user's file, if any (a stored image's file: set by prepare)
     disk: dict  # the configured entry
+    image: str | None = None  # the stored image the disk is an overlay of (its name or digest)
 
     @property
     def media(self) -> str:
@@ -111,7 +116,12 @@ def plan(dom: Domain) -> list[DiskUse]:
         fmt = image_format(disk)
         path = disk.get("path")
         size = disk.get("size")
-        if path and size is None:
+        if disk.get("image"):
+            keep = disk.get("preserve", disk.get("media") != "cdrom")
+            kind = PRESERVED if keep else FRESH
+            name = f"image-{_image_key(disk['image'])}.qcow2"
+            uses.append(DiskUse(i, kind, kind_dir(dom, kind) / name, "qcow2", None, disk, disk["image"]))
+        elif path and size is None:
             if "preserve" not in disk:
                 uses.append(DiskUse(i, USER, Path(path), fmt, Path(path), disk))
             elif disk["preserve"]:
@@ -131,6 +141,13 @@ def plan(dom: Domain) -> list[DiskUse]:
     return uses
 
 
+def _image_key(ref: str) -> str:
+    """An overlay is named after the image reference the disk gives (not its position in the list)."""
+    import hashlib
+
+    return hashlib.sha256(ref.encode()).hexdigest()[:16]
+
+
 def check(config: dict) -> list[tuple[str, str]]:
     """Payload checks that need the file system: [(property path, message)]."""
     problems = []
@@ -138,7 +155,7 @@ def check(config: dict) -> list[tuple[str, str]]:
         path = disk.get("path")
         if path and disk.get("size") is None and not os.path.isfile(path) and not _is_block(path):
             problems.append((f"disks.{i}.path", f"{path} does not exist"))
-        if path is None and disk.get("size") is None:
+        if path is None and disk.get("size") is None and not disk.get("image"):
             problems.append((f"disks.{i}", "needs a path or a size"))
         if path is None and disk.get("size") is not None:
             try:
@@ -167,7 +184,9 @@ def prepare(ctx: BackendContext, dom: Domain) -> list[DiskUse]:
         if use.kind in (FRESH, PRESERVED, BLANK):
             use.path.parent.mkdir(parents=True, exist_ok=True)
             partial.mkdir(parents=True, exist_ok=True)
-        if use.kind == USER:
+        if use.image:
+            _prepare_image_overlay(ctx, dom, use, partial)
+        elif use.kind == USER:
             if not use.path.exists():
                 raise PermanentError(f"disks.{use.index}: {use.path} does not exist")
         elif use.kind == FRESH:
@@ -196,10 +215,37 @@ def prepare(ctx: BackendContext, dom: Domain) -> list[DiskUse]:
     dom.backend["disks_owned"] = sorted(owned)
     dom.backend["disks"] = [
         {"index": u.index, "kind": u.kind, "path": str(u.path), "format": u.format,
-         **({"source": str(u.source)} if u.source else {})}
+         **({"source": str(u.source)} if u.source else {}),
+         **({"image": u.image, "image_digest": u.disk.get("_digest")} if u.image else {})}
         for u in uses
     ]
     return uses
+
+
+def _prepare_image_overlay(ctx: BackendContext, dom: Domain, use: DiskUse, partial: Path) -> None:
+    """A qcow2 overlay backed by the store's read-only file of the image: no copy of the image is
+    ever made, and nothing writes to it. A kept overlay stays on the image it was made from (the one
+    dom.backend recorded) even if the name now names another."""
+    from ...images import DISK, lookup, pull_hint
+
+    recorded = {d.get("index"): d for d in dom.backend.get("disks") or [] if isinstance(d, dict)}
+    before = recorded.get(use.index) or {}
+    info = None
+    if use.kind == PRESERVED and use.path.exists() and before.get("image") == use.image:
+        info = lookup(ctx.root_dir, before.get("image_digest") or "")
+    info = info or lookup(ctx.root_dir, use.image)
+    if info is None or info["kind"] != DISK:
+        raise PermanentError(f"disks.{use.index}.image: " + (pull_hint(use.image, DISK) if info is None else
+                                                             f"{use.image} is a container image"))
+    use.source = Path(info["path"])
+    use.disk = dict(use.disk, _digest=info["digest"])
+    backing_format = "raw" if info["format"] == "iso" else info["format"]
+    if use.kind == PRESERVED and use.path.exists():
+        return
+    tmp = partial / use.path.name
+    tmp.unlink(missing_ok=True)
+    _qemu_img(ctx, ["create", "-q", "-f", "qcow2", "-b", info["path"], "-F", backing_format, str(tmp)])
+    os.replace(tmp, use.path)
 
 
 def _adopt_legacy(use: DiskUse, legacy: Path) -> None:
