@@ -46,7 +46,10 @@ mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose host /h
 mount -t 9p -o trans=virtio,version=9p2000.L,cache=none work /x
 # the root eveadm runs in: the host's files, with L1's own kernel file systems and scratch space
 mount -t proc proc /host/proc; mount -t sysfs sysfs /host/sys; mount -t devtmpfs devtmpfs /host/dev
+# the checkout (and its .venv) stays visible when it lies under /tmp or /run, as a CI clone may
+i=0; for P in $(cat /x/keep); do mkdir -p /keep$i && mount --bind "/host$P" /keep$i; i=$((i+1)); done
 mount -t tmpfs tmpfs /host/tmp; mount -t tmpfs tmpfs /host/run
+i=0; for P in $(cat /x/keep); do mkdir -p "/host$P" && mount --bind /keep$i "/host$P"; i=$((i+1)); done
 W=$(cat /x/hostpath)
 mkdir -p "/host$W" && mount --bind /x "/host$W"
 stty -echo </dev/ttyS0
@@ -143,6 +146,9 @@ class NestedVM(XenVM):
     def __init__(self, art: Path, workdir: Path, mem_mib: int = 2048):
         super().__init__(art, workdir, mem_mib=mem_mib, machine="q35")
         (self.workdir / "hostpath").write_text(str(self.workdir) + "\n")
+        checkout = HERE.parents[2]  # the repository, with the .venv the tests run from
+        hidden = [str(checkout)] if str(checkout).startswith(("/tmp/", "/run/")) else []
+        (self.workdir / "keep").write_text("".join(p + "\n" for p in hidden))
 
     def qemu_argv(self) -> list[str]:
         return [
