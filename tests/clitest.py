@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,3 +39,23 @@ class Cli:
     def create(self, payload: dict, *extra):
         proc = self.ok("create", "-j", *extra, input=json.dumps(payload))
         return json.loads(proc.stdout)
+
+
+def remove_container_leftovers(root: Path) -> None:
+    """Delete every container under `root`'s runtime state dirs, end their conmons, unmount overlays."""
+    for name in ("runc", "crun"):
+        state = root / "run" / "container" / name
+        if state.is_dir() and shutil.which(name):
+            for cid in os.listdir(state):
+                subprocess.run([name, "--root", str(state), "delete", "--force", cid],
+                               capture_output=True, timeout=30)
+    for pidfile in root.glob("run/*/conmon.pid"):  # a monitor whose container a test left behind
+        try:
+            os.killpg(int(pidfile.read_text()), 9)
+        except (OSError, ValueError):
+            pass
+    with open("/proc/self/mounts") as fh:
+        mounts = [line.split()[1] for line in fh]
+    for target in reversed(mounts):
+        if target.startswith(str(root) + "/"):
+            subprocess.run(["umount", "--lazy", target], capture_output=True, timeout=30)

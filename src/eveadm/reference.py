@@ -274,6 +274,17 @@ class Entry:
         self.name, self.type, self.default, self.update, self.brands, self.doc = \
             name, type, default, update, brands, doc
 
+    def facts(self, with_brands: bool) -> list[str]:
+        """Its default, when a change takes effect and (optionally) its brands, as help and man say them."""
+        out = []
+        if self.default:
+            out.append(self.default if self.default.startswith("required") else f"default {self.default}")
+        if self.update:
+            out.append(f"update: {self.update}")
+        if with_brands and self.brands:
+            out.append(f"brands: {self.brands}")
+        return out
+
 
 def property_entries(brand: str | None = None) -> list[Entry]:
     """The top-level properties (of one brand: only those it takes, with its defaults)."""
@@ -380,14 +391,7 @@ def properties_text(brand: str | None = None) -> str:
 
     def block(entries, with_brands):
         for e in entries:
-            facts = [e.type]
-            if e.default:
-                facts.append(e.default if e.default.startswith("required") else f"default {e.default}")
-            if e.update:
-                facts.append(f"update: {e.update}")
-            if with_brands and e.brands:
-                facts.append(f"brands: {e.brands}")
-            lines.append(_wrap(f"{e.name}: " + "; ".join(facts), "  ", "      "))
+            lines.append(_wrap(f"{e.name}: " + "; ".join([e.type] + e.facts(with_brands)), "  ", "      "))
             if e.doc:
                 lines.append(_wrap(e.doc, "      "))
 
@@ -569,13 +573,7 @@ def _options(parser) -> list[str]:
 def _man_entries(entries: list[Entry], with_brands: bool) -> list[str]:
     out = []
     for e in entries:
-        facts = [e.type] if e.type else []
-        if e.default:
-            facts.append(e.default if e.default.startswith("required") else f"default {e.default}")
-        if e.update:
-            facts.append(f"update: {e.update}")
-        if with_brands and e.brands:
-            facts.append(f"brands: {e.brands}")
+        facts = ([e.type] if e.type else []) + e.facts(with_brands)
         out += [".TP", ".B " + _roff(e.name)]
         if facts:
             out.append(_roff("; ".join(facts) + "."))

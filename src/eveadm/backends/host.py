@@ -223,3 +223,13 @@ def guest_side_traffic(host_ends: list[str]) -> dict:
             continue
         rx, tx, seen = rx + received, tx + sent, True
     return {"net_rx_bytes": rx, "net_tx_bytes": tx} if seen else {}
+
+
+def root_of(ctx_or_root) -> str:
+    """The state root's path from a BackendContext, an Engine or a path (what network/ and images/
+    take from their callers)."""
+    for attr in ("root_dir", "ctx"):
+        value = getattr(ctx_or_root, attr, None)
+        if value is not None:
+            return value if isinstance(value, str) else root_of(value)
+    return os.fspath(ctx_or_root)

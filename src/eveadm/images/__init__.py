@@ -19,18 +19,12 @@ from __future__ import annotations
 import json
 import os
 
+from ..backends.host import root_of
+
 OCI, DISK = "oci", "disk"
 CATALOG = "images.json"
 LOCK_NAME = "images"  # the engine's lock (<root>/locks/images.lock) held while the store changes
 EVENT_PREFIX = "image:"  # journal entries of an image carry "image:sha256:HEX" where a domain has its uuid
-
-
-def root_of(ctx_or_root) -> str:
-    for attr in ("root_dir", "ctx"):
-        value = getattr(ctx_or_root, attr, None)
-        if value is not None:
-            return value if isinstance(value, str) else root_of(value)
-    return os.fspath(ctx_or_root)
 
 
 def images_dir(root) -> str:

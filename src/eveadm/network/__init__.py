@@ -17,18 +17,11 @@ import json
 import os
 import sqlite3
 
+from ..backends.host import root_of
+
 BRIDGE_PREFIX = "ev-"  # bridges eveadm makes; doctor also requires eveadm's mark on them (host.py)
 LOCK_PREFIX = "network-"  # lock file names of networks (domains' lock files are named by uuid)
 EVENT_PREFIX = "network:"  # journal entries of a network carry "network:NAME" where a domain has its uuid
-
-
-def root_of(ctx_or_root) -> str:
-    """The state root's path from a BackendContext, an Engine or a path."""
-    for attr in ("root_dir", "ctx"):
-        value = getattr(ctx_or_root, attr, None)
-        if value is not None:
-            return value if isinstance(value, str) else root_of(value)
-    return os.fspath(ctx_or_root)
 
 
 def state_dir(root, name: str) -> str:

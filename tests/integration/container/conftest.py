@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import uuid as uuidlib
 from pathlib import Path
 
 import pytest
 
+from clitest import remove_container_leftovers
 from eveadm.backends.base import Domain
 from eveadm.backends.host import BackendContext
 from eveadm.backends.container import ContainerBackend
@@ -50,31 +50,11 @@ def oci_layout(rootfs) -> Path:
     return layout
 
 
-def _cleanup(root: Path) -> None:
-    """Delete every container under `root`'s runtime state dirs, end their conmons, unmount overlays."""
-    for name in RUNTIMES:
-        state = root / "run" / "container" / name
-        if state.is_dir() and shutil.which(name):
-            for cid in os.listdir(state):
-                subprocess.run([name, "--root", str(state), "delete", "--force", cid],
-                               capture_output=True, timeout=30)
-    for pidfile in root.glob("run/*/conmon.pid"):  # a monitor whose container a test left behind
-        try:
-            os.killpg(int(pidfile.read_text()), 9)
-        except (OSError, ValueError):
-            pass
-    with open("/proc/self/mounts") as fh:
-        mounts = [line.split()[1] for line in fh]
-    for target in reversed(mounts):
-        if target.startswith(str(root) + "/"):
-            subprocess.run(["umount", "--lazy", target], capture_output=True, timeout=30)
-
-
 @pytest.fixture
 def state_root(tmp_path):
     root = tmp_path / "root"
     yield root
-    _cleanup(root)
+    remove_container_leftovers(root)
 
 
 @pytest.fixture(params=RUNTIMES)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from clitest import Cli
+from clitest import Cli, remove_container_leftovers
 from eveadm.backends.host import pid_alive, wait_until
 
 REPO = Path(__file__).resolve().parents[3]
@@ -74,21 +74,7 @@ def _remove_leftovers(root: Path) -> None:
         os.kill(pid, signal.SIGKILL)
         wait_until(lambda: not pid_alive(pid), 10)
     remove_socket_dirs_of(root)
-    for name in ("runc", "crun"):
-        state = root / "run" / "container" / name
-        if state.is_dir() and shutil.which(name):
-            for cid in os.listdir(state):
-                subprocess.run([name, "--root", str(state), "delete", "--force", cid], capture_output=True, timeout=30)
-    for pidfile in root.glob("run/*/conmon.pid"):
-        try:
-            os.killpg(int(pidfile.read_text()), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
-    with open("/proc/self/mounts") as fh:
-        mounts = [line.split()[1] for line in fh]
-    for target in reversed(mounts):
-        if target.startswith(str(root) + "/"):
-            subprocess.run(["umount", "--lazy", target], capture_output=True, timeout=30)
+    remove_container_leftovers(root)
 
 
 class Agent:

@@ -314,18 +314,26 @@ def _vcpus(live: Live, old: int, new: int) -> None:
 
 # -- disks ------------------------------------------------------------------------------------------------
 
-def _disks(live: Live, old: list | None, new: list) -> None:
-    dom = live.dom
-    old = list(old or [])
-    olds = {disk_key(d): d for d in old}
-    news = {disk_key(d): d for d in new}
+def _device_diff(live: Live, what: str, key, old: list, new: list) -> tuple[dict, dict, list, list]:
+    """(old by key, new by key, keys removed, keys added) of a disks or nics list. A device whose
+    settings changed takes them at the next start; one the guest booted with that cannot be
+    unplugged (check_removable) makes the whole change wait too."""
+    olds = {key(d): d for d in old}
+    news = {key(d): d for d in new}
     removed = [k for k in olds if k not in news]
     added = [k for k in news if k not in olds]
     for k in olds.keys() & news.keys():
         if olds[k] != news[k]:
-            raise NotLive(f"disk {k}: a changed disk takes its new settings at the next start")
+            raise NotLive(f"{what} {k}: a changed {what} takes its new settings at the next start")
     for k in removed:
-        live.check_removable("disk", k, live.state["disks"].get(k))
+        live.check_removable(what, k, live.state[what + "s"].get(k))
+    return olds, news, removed, added
+
+
+def _disks(live: Live, old: list | None, new: list) -> None:
+    dom = live.dom
+    old = list(old or [])
+    olds, news, removed, added = _device_diff(live, "disk", disk_key, old, new)
     planned = {disk_key(u.disk): u for u in vm_disks.plan(Domain(dom.uuid, {**dom.config, "disks": new}, {},
                                                                    dom.data_dir, dom.run_dir))}
     for k in added:
@@ -411,15 +419,7 @@ def _note_disk_files(dom: Domain, running: list) -> None:
 
 def _nics(live: Live, old: list | None, new: list) -> None:
     old = list(old or [])
-    olds = {mac_key(n.get("mac")): n for n in old}
-    news = {mac_key(n.get("mac")): n for n in new}
-    removed = [k for k in olds if k not in news]
-    added = [k for k in news if k not in olds]
-    for k in olds.keys() & news.keys():
-        if olds[k] != news[k]:
-            raise NotLive(f"nic {k}: a changed nic takes its new settings at the next start")
-    for k in removed:
-        live.check_removable("nic", k, live.state["nics"].get(k))
+    olds, news, removed, added = _device_diff(live, "nic", lambda n: mac_key(n.get("mac")), old, new)
     ports = live.free_ports(len(added))
     running = list(old)
     try:
