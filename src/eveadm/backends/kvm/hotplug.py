@@ -389,18 +389,24 @@ def _plug_disk(live: Live, key: str, disk: dict, port: str | None) -> None:
         is_block = False
     live.qmp(("blockdev-add", {"driver": use.format, "node-name": node, "read-only": use.readonly,
                                "file": {"driver": "host_device" if is_block else "file", "filename": str(use.path)}}))
-    device = {"driver": "virtio-blk-pci", "id": dev, "drive": node}
+    _device_add(live, {"driver": "virtio-blk-pci", "id": dev, "drive": node}, port,
+                ("blockdev-del", {"node-name": node}))
+    live.state["disks"][key] = {"dev": dev, "node": node, "port": port}
+
+
+def _device_add(live: Live, device: dict, port: str | None, undo: tuple) -> None:
+    """device_add on `port` (a root port; None: the bus itself); when QEMU refuses, `undo` removes the
+    backend (block node, netdev) added for it."""
     if port:
         device["bus"] = port
     try:
         live.qmp(("device_add", device))
     except QmpError:
         try:
-            live.qmp(("blockdev-del", {"node-name": node}))
+            live.qmp(undo)
         except QmpError:
-            pass  # the node goes with QEMU
+            pass  # it goes with QEMU
         raise
-    live.state["disks"][key] = {"dev": dev, "node": node, "port": port}
 
 
 def _note_disk_files(dom: Domain, running: list) -> None:
@@ -480,16 +486,7 @@ def _plug_nic(live: Live, nic: dict, index: int, port: str | None) -> None:
                   "netdev": rec["netdev"], "mac": nic["mac"]}
         if mtu and device["driver"] == "virtio-net-pci":
             device["host_mtu"] = int(mtu)
-        if port:
-            device["bus"] = port
-        try:
-            live.qmp(("device_add", device))
-        except QmpError:
-            try:
-                live.qmp(("netdev_del", {"id": rec["netdev"]}))
-            except QmpError:
-                pass  # the netdev goes with QEMU
-            raise
+        _device_add(live, device, port, ("netdev_del", {"id": rec["netdev"]}))
     except EveadmError:
         _forget_host_side(live, rec)
         raise
