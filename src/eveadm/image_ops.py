@@ -7,8 +7,9 @@ store itself is eveadm.images.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
-from . import interrupts
+from . import interrupts, schema
 from .backends import brands
 from .errors import Conflict, EveadmError, NotFound, ValidationError
 from .store import Record
@@ -21,6 +22,27 @@ class ImageOps:
         from .images import LOCK_NAME
 
         return self.store.lock(LOCK_NAME, self.lock_timeout, "eveadm image ...")
+
+    @contextmanager
+    def _images_held(self, cfg: dict, what: str):
+        """Hold the images lock, and check the stored images cfg names are still stored, while the
+        record naming them is written: an `image delete` (which holds the same lock) then sees the
+        new user, or wins and the create is refused."""
+        from .images import lookup
+
+        store_runs_image = getattr(self.backend(cfg["brand"]), "image_store", False)
+        refs = [(p, r) for p, r in self._image_refs(cfg)
+                if p != "image" or (store_runs_image and not r.startswith(("/", "oci:")))]
+        if not refs:
+            yield
+            return
+        with self._images_lock():
+            gone = [(p, r) for p, r in refs if lookup(self.ctx.root_dir, r) is None]
+            if gone:
+                report = schema.empty_report()
+                report["bad_values"] += [{"property": p, "message": f"image {r} was just deleted"} for p, r in gone]
+                self._raise_report(report, what)
+            yield
 
     @staticmethod
     def _image_refs(cfg: dict) -> list[tuple[str, str]]:

@@ -218,7 +218,8 @@ class Engine(NetworkOps, ImageOps):
                 raise Conflict(f"domain {uuid} already exists")
             rec = Record(uuid, cfg.get("alias"), cfg["brand"], "provisioning", cfg,
                          {"tried_count": 0, "boot_failed": False}, {}, 0, 0)
-            with self._alias_held(cfg.get("alias"), uuid), self._nic_networks_held(cfg, "create"):
+            with self._alias_held(cfg.get("alias"), uuid), self._nic_networks_held(cfg, "create"), \
+                    self._images_held(cfg, "create"):
                 self.store.insert(rec, ("create", {"brand": cfg["brand"], "paused": paused}))
             if paused or cfg.get("autoboot", True):
                 self._boot(rec, activate=not paused)

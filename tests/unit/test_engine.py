@@ -204,3 +204,15 @@ def test_a_live_change_that_fails_half_way_leaves_the_record_as_what_runs(make_n
     assert shown["ram"] == 256 and shown["pending_restart"]["ram"] == 1024  # not tried after the failure
     journal = [e for e in node.events(uuid) if e["type"] == "update"][-1]
     assert journal["results"]["ram"]["detail"] == "not tried: an earlier change failed"
+
+
+def test_a_record_naming_an_image_deleted_since_validation_is_not_written(tmp_path):
+    """create writes its record under the images lock, re-checking the images it names: a racing
+    `image delete` either sees the new user (and refuses) or wins, and the create is refused."""
+    node = eveadm.Node(root=tmp_path / "root")
+    cfg = {"brand": "null", "disks": [{"image": "disk:1"}, {"path": "/srv/data.img"}]}
+    with pytest.raises(eveadm.ValidationError, match="disks.0.image image disk:1 was just deleted"):
+        with node.engine._images_held(cfg, "create"):
+            pass
+    with node.engine._images_held({"brand": "null", "image": "/srv/rootfs"}, "create"):
+        pass  # a path, not a stored image: nothing to hold
