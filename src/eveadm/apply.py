@@ -30,12 +30,13 @@ STATES = ("running", "stopped")
 ORDER = ("network.create", "network.update", "image.pull", "image.import", "create", "update", "start", "stop",
          "delete")
 IMMUTABLE = ("brand", "image", "uuid")
+MERGED = ("tags", "customer_metadata")  # update merges these into what is there (vmadm's set_ verbs)
 
 
 def load(path: str) -> dict:
-    """The desired state from a YAML or JSON file ("-": standard input). YAML is parsed only here,
-    with PyYAML's safe loader (plain data: no tags that build objects), and must hold only what
-    JSON can (no dates, no NaN), as every payload does."""
+    """The desired state from a YAML or JSON file ("-": standard input), parsed (`plan` checks its
+    shape). YAML is parsed only here, with PyYAML's safe loader (plain data: no tags that build
+    objects), and must hold only what JSON can (no dates, no NaN), as every payload does."""
     import sys
 
     try:
@@ -46,7 +47,7 @@ def load(path: str) -> dict:
         raise ValidationError(f"{path} is not UTF-8 text") from None
     if path.endswith(".json") or text.lstrip().startswith("{"):
         try:
-            return check(json.loads(text, parse_constant=_not_json))
+            return json.loads(text, parse_constant=_not_json)
         except (ValueError, RecursionError) as exc:
             raise ValidationError(f"{path} is not valid JSON: {exc}") from None
     import yaml
@@ -58,7 +59,7 @@ def load(path: str) -> dict:
         where = f" (line {mark.line + 1})" if mark else ""
         raise ValidationError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
     try:
-        return check(json.loads(json.dumps(doc, allow_nan=False)) if doc is not None else {})
+        return json.loads(json.dumps(doc, allow_nan=False)) if doc is not None else {}
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"{path} holds a value JSON cannot (quote dates and times): {exc}") from None
 
@@ -115,6 +116,20 @@ def covers(current, desired) -> bool:
         return (isinstance(current, list) and len(current) == len(desired)
                 and all(covers(c, d) for c, d in zip(current, desired)))
     return current == desired
+
+
+def domain_changes(effective: dict, payload: dict, label: str,
+                   hint: str = "delete the domain and apply again") -> tuple[dict, dict]:
+    """(the payload's properties the domain's configuration `effective` does not already satisfy,
+    the update payload that makes it so). A change of brand, image or uuid is refused."""
+    for key in IMMUTABLE:
+        if key in payload and payload[key] != effective.get(key):
+            raise ValidationError(f"domain {label}: {key} cannot change ({effective.get(key)!r} -> "
+                                  f"{payload[key]!r}); {hint}")
+    changes = {k: v for k, v in payload.items() if k not in IMMUTABLE and not covers(effective.get(k), v)}
+    update = {k: v for k, v in changes.items() if k not in MERGED}
+    update.update({f"set_{key}": changes[key] for key in MERGED if key in changes})
+    return changes, update
 
 
 def _step(action: str, target: str, detail: str = "", uuid: str | None = None, payload=None) -> dict:
@@ -193,16 +208,8 @@ def plan(node, doc: dict, prune: bool = False) -> list[dict]:
         named.add(have["uuid"])
         # what it will run with: its config with the changes that wait for a restart
         effective = {**have, **(have.get("pending_restart") or {})}
-        for key in IMMUTABLE:
-            if key in payload and payload[key] != effective.get(key):
-                raise ValidationError(f"domain {label}: {key} cannot change ({effective.get(key)!r} -> "
-                                      f"{payload[key]!r}); delete the domain and apply again")
-        changes = {k: v for k, v in payload.items() if k not in IMMUTABLE and not covers(effective.get(k), v)}
+        changes, update = domain_changes(effective, payload, label)
         if changes:
-            update = {k: v for k, v in changes.items() if k not in ("tags", "customer_metadata")}
-            for key in ("tags", "customer_metadata"):  # update merges these (vmadm's set_ verbs)
-                if key in changes:
-                    update[f"set_{key}"] = changes[key]
             steps.append(_step("update", label, ", ".join(sorted(changes)), have["uuid"], update))
         active = have["state"] in ("running", "paused", "booting")
         if state == "running" and not active:

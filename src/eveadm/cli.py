@@ -447,16 +447,26 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not a JSON value")
 
 
-def parse_assignments(items: list[str]) -> dict:
-    from . import schema
+def parse_assignments(items: list[str], coerce=None) -> dict:
+    """key=value pairs -> a payload, each value converted by `coerce(key, text)` (default: the domain
+    schema's)."""
+    if coerce is None:
+        from .schema import coerce_cli_value as coerce
 
     payload = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"expected key=value, got {item!r}")
-        payload[key] = schema.coerce_cli_value(key, value)
+        payload[key] = coerce(key, value)
     return payload
+
+
+def update_payload(args, coerce=None) -> dict:
+    """An update's payload: key=value pairs, or a JSON file (-f) or stdin; not both."""
+    if args.file is not None and args.assignments:
+        raise UsageError("give either -f FILE or key=value pairs, not both")
+    return parse_assignments(args.assignments, coerce) if args.assignments else read_payload(args.file)
 
 
 def parse_signal(text: str) -> int:
@@ -583,6 +593,15 @@ def _size(n) -> str:
         n /= 1024
 
 
+def _aligned(rows: list[list[str]], widths: list[int] | None = None) -> str:
+    """Rows of cells as lines of columns two spaces apart, each column as wide as its widest cell
+    (or as `widths` says)."""
+    if not rows:
+        return ""
+    widths = widths or [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n" for r in rows)
+
+
 def _stats_table(rows: list[dict], before: dict | None = None) -> str:
     """One line per domain; CPU% is the share of one CPU since the reading `before` (-w), else -."""
     lines = [list(STATS_COLUMNS)]
@@ -594,8 +613,7 @@ def _stats_table(rows: list[dict], before: dict | None = None) -> str:
         lines.append([r["uuid"], r["alias"] or "-", r["brand"], r["state"], "-" if cpu is None else f"{cpu:.2f}",
                       share] + [_size(r.get(k)) for k in ("memory_bytes", "disk_read_bytes", "disk_write_bytes",
                                                           "net_rx_bytes", "net_tx_bytes")])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(STATS_COLUMNS))]
-    return "".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() + "\n" for line in lines)
+    return _aligned(lines)
 
 
 def cmd_stats(args, node) -> int:
@@ -622,10 +640,7 @@ def cmd_stats(args, node) -> int:
 
 
 def cmd_update(args, node) -> int:
-    if args.file is not None and args.assignments:
-        raise UsageError("give either -f FILE or key=value pairs, not both")
-    payload = parse_assignments(args.assignments) if args.assignments else read_payload(args.file)
-    result = node.update(args.uuid, payload)
+    result = node.update(args.uuid, update_payload(args))
     say(f"Successfully updated domain {result['domain']['uuid']}")
     for key, how in result["changes"].items():
         if how["applied"] == "pending":
@@ -704,11 +719,7 @@ def _network_row(net: dict) -> list[str]:
 
 
 def _network_table(nets: list[dict], header: bool = True) -> str:
-    rows = ([[title for title, _ in NETWORK_COLUMNS]] if header else []) + [_network_row(n) for n in nets]
-    if not rows:
-        return ""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(NETWORK_COLUMNS))]
-    return "".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() + "\n" for r in rows)
+    return _aligned(([[title for title, _ in NETWORK_COLUMNS]] if header else []) + [_network_row(n) for n in nets])
 
 
 def cmd_network(args, node) -> int:
@@ -730,20 +741,9 @@ def cmd_network(args, node) -> int:
     elif action == "get":
         emit(node.network_get(name), True)  # JSON with or without -j, as `get`
     elif action == "update":
-        if args.file is not None and args.assignments:
-            raise UsageError("give either -f FILE or key=value pairs, not both")
-        if args.assignments:
-            from .network.spec import coerce_cli_value
+        from .network.spec import coerce_cli_value
 
-            payload = {}
-            for item in args.assignments:
-                key, sep, value = item.partition("=")
-                if not sep or not key:
-                    raise UsageError(f"expected key=value, got {item!r}")
-                payload[key] = coerce_cli_value(key, value)
-        else:
-            payload = read_payload(args.file)
-        result = node.network_update(name, payload)
+        result = node.network_update(name, update_payload(args, coerce_cli_value))
         say(f"Successfully updated network {name}" + (f": {', '.join(result['changed'])}" if result["changed"]
                                                       else " (nothing changed)"))
         emit(result, args.json)
@@ -777,8 +777,7 @@ def _image_table(images: list[dict], header: bool = True) -> str:
         size = img.get("size") or 0
         cells = [img["digest"][:19], img["kind"], f"{size / 1e6:.1f}M", str(len(img["domains"]))]
         rows += [[name] + cells for name in img["names"] or ["-"]]
-    widths = [w for _, w in IMAGE_COLUMNS]
-    return "".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n" for row in rows)
+    return _aligned(rows, [w for _, w in IMAGE_COLUMNS])
 
 
 def cmd_image(args, node) -> int:
@@ -819,7 +818,8 @@ def cmd_apply(args, node) -> int:
     def human(res) -> str:
         if not res["steps"]:
             return "nothing to do: the node matches the desired state\n"
-        return "".join(f"{s['status']:<9} {s['action']:<15} {s['target']}" + (f"  ({s['detail']})" if s["detail"] else "")
+        return "".join(f"{s['status']:<9} {s['action']:<15} {s['target']}"
+                       + (f"  ({s['detail']})" if s["detail"] else "")
                        + (f": {s['error']}" if s.get("error") else "") + "\n" for s in res["steps"])
 
     emit(result, args.json, human)

@@ -75,8 +75,6 @@ class NotLive(EveadmError):
     boot-time maximum); nothing was changed and it waits for the next start. Never reaches the user
     as an error: `update` reports it per change."""
 
-    exit_code = 1
-
 
 class LiveChangeFailed(BackendError):
     """A live change failed part-way. `in_effect` is the property's value that now runs (what the

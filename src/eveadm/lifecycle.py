@@ -180,12 +180,8 @@ class Engine(NetworkOps, ImageOps):
         if not schema.is_empty(report):
             return report, None
         cfg = schema.normalize(payload)
-        for path, msg in self._nic_problems(cfg):
-            report["bad_values"].append({"property": path, "message": msg})
-        for path, msg in self._image_problems(cfg):
-            report["bad_values"].append({"property": path, "message": msg})
-        for path, msg in self.backend(cfg["brand"]).validate(cfg):
-            report["bad_values"].append({"property": path, "message": msg})
+        schema.add_problems(report, [*self._nic_problems(cfg), *self._image_problems(cfg),
+                                     *self.backend(cfg["brand"]).validate(cfg)])
         return report, cfg
 
     @staticmethod
@@ -539,11 +535,9 @@ class Engine(NetworkOps, ImageOps):
             new, changed = schema.apply_update(rec.config, payload)
             full = schema.check_create({k: v for k, v in new.items()})
             if schema.is_empty(full) and "nics" in changed:
-                for path, msg in self._nic_problems(new):
-                    full["bad_values"].append({"property": path, "message": msg})
+                schema.add_problems(full, self._nic_problems(new))
             if schema.is_empty(full):
-                for path, msg in self.backend(rec.brand).validate(new):
-                    full["bad_values"].append({"property": path, "message": msg})
+                schema.add_problems(full, self.backend(rec.brand).validate(new))
             self._raise_report(full, "update")
             if "alias" in changed:  # before anything changes; checked again under the lock at the save
                 self._check_alias_free(new.get("alias"), uuid)
@@ -578,7 +572,7 @@ class Engine(NetworkOps, ImageOps):
         for key in changed:
             mode = schema.update_mode(key)
             if mode == schema.LIVE:  # eveadm's own settings and metadata: nothing in the domain to change
-                cur[key] = new[key] if key in new else None
+                cur[key] = new.get(key)
                 results[key] = {"applied": "live", "detail": "in effect now"}
                 continue
             if failure:
@@ -595,11 +589,9 @@ class Engine(NetworkOps, ImageOps):
                     continue
                 except NotLive as exc:
                     results[key] = {"applied": "pending", "detail": f"pending until restart: {exc}"}
-                except LiveChangeFailed as exc:
-                    cur[key] = exc.in_effect
-                    failure = f"live change of {key} failed: {exc}"
-                    results[key] = {"applied": "pending", "detail": failure}
                 except EveadmError as exc:
+                    if isinstance(exc, LiveChangeFailed):  # part of it runs: the record says which
+                        cur[key] = exc.in_effect
                     failure = f"live change of {key} failed: {exc}"
                     results[key] = {"applied": "pending", "detail": failure}
             pending[key] = new.get(key)
@@ -864,12 +856,7 @@ class Engine(NetworkOps, ImageOps):
 
     def _available_backend(self, brand: str) -> Backend | None:
         """The brand's backend if this host can run it (doctor looks only where it can)."""
-        try:
-            backend = self.backend(brand)
-            backend.check_available()
-            return backend
-        except EveadmError:
-            return None
+        return self.backend(brand) if self.unavailable(brand) is None else None
 
     def pci(self, action: str, address: str | None, brand: str) -> list[str]:
         from .backends import PCI, brands

@@ -51,11 +51,11 @@ class NetworkOps:
     def _nic_problems(self, cfg: dict) -> list:
         """Nics naming a network that is not stored, an address outside its subnet, or a bridge that
         is not on the host (for brands wired to the host)."""
-        from .network import spec as netspec
-
         nics = cfg.get("nics") or []
         if not nics:
             return []
+        from .network import spec as netspec  # ipaddress and more: only for a payload with nics
+
         names = {n.get("network") for n in nics if isinstance(n, dict)} - {None}
         networks = {n["name"]: n for n in self.store.networks()} if names else {}
         errs = netspec.check_nics(nics, networks, cfg["brand"])
@@ -172,6 +172,7 @@ class NetworkOps:
     def network_up(self, name: str | None = None) -> dict[str, list[str]]:
         """Recreate what the store's networks need on the host (after a reboot, a dnsmasq that died,
         a bridge deleted by hand): {network: what was remade}. Errors are warnings, one per network."""
+        from .network import EVENT_PREFIX
         from .network import host as nethost
 
         names = [name] if name else [n["name"] for n in self.store.networks()]
@@ -188,6 +189,6 @@ class NetworkOps:
                     self.warnings.append(f"network {net}: {exc}")
                     continue
                 if made:
-                    self.store.append_event("network:" + net, net, "network.up", {"remade": made})
+                    self.store.append_event(EVENT_PREFIX + net, net, "network.up", {"remade": made})
                 out[net] = made
         return out

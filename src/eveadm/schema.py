@@ -363,7 +363,8 @@ def is_empty(report: dict) -> bool:
     return not (report["bad_properties"] or report["bad_values"] or report["missing_properties"])
 
 
-def _add_bad(report, errs):
+def add_problems(report, errs):
+    """Put [(property path, message)] into a validate report (an unknown property as such)."""
     for path, msg in errs:
         if msg == UNKNOWN:
             report["bad_properties"].append(path)
@@ -432,7 +433,7 @@ def _checked_json(payload, report) -> bool:
         report["bad_values"].append({"property": "", "message": "must be a JSON object"})
         return False
     problems = json_problems(payload)
-    _add_bad(report, problems)
+    add_problems(report, problems)
     return not problems
 
 
@@ -464,7 +465,7 @@ def check_create(payload) -> dict:
     if isinstance(max_vcpus, int) and isinstance(vcpus, int) and max_vcpus < vcpus:
         errs.append(("max_vcpus", f"must be at least vcpus ({vcpus})"))
     _check_all_unique(payload, errs)
-    _add_bad(report, errs)
+    add_problems(report, errs)
     return report
 
 
@@ -510,7 +511,7 @@ def check_update(payload, brand: str | None = None) -> dict:
                 errs.append((key, f"does not apply to brand {brand}"))
     if not payload:
         report["bad_values"].append({"property": "", "message": "nothing to update"})
-    _add_bad(report, errs)
+    add_problems(report, errs)
     return report
 
 
@@ -611,7 +612,7 @@ def apply_update(config: dict, payload: dict) -> tuple[dict, list[str]]:
         from .errors import ValidationError
 
         report = empty_report()
-        _add_bad(report, errs)
+        add_problems(report, errs)
         raise ValidationError(f"invalid update: {errs[0][0]} {errs[0][1]}", report)
     return new, changed
 

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 
 from . import faults, privatedir
 from .errors import EveadmError, LockHeld, NotFound
+from .network import EVENT_PREFIX as NETWORK_EVENT_PREFIX
 
 SCHEMA_VERSION = 3
 
@@ -291,21 +292,21 @@ class Store:
         with self.transaction() as db:
             db.execute("INSERT INTO networks (name, type, config, created, modified) VALUES (?,?,?,?,?)",
                        (cfg["name"], cfg["type"], json.dumps(cfg), now, now))
-            self._append(db, now, "network:" + cfg["name"], cfg["name"], *event)
+            self._append(db, now, NETWORK_EVENT_PREFIX + cfg["name"], cfg["name"], *event)
         faults.point("store.network_insert")
 
     def network_save(self, cfg: dict, event: tuple[str, dict]) -> None:
         now = time.time()
         with self.transaction() as db:
             db.execute("UPDATE networks SET config=?, modified=? WHERE name=?", (json.dumps(cfg), now, cfg["name"]))
-            self._append(db, now, "network:" + cfg["name"], cfg["name"], *event)
+            self._append(db, now, NETWORK_EVENT_PREFIX + cfg["name"], cfg["name"], *event)
         faults.point("store.network_save")
 
     def network_remove(self, name: str, event: tuple[str, dict]) -> None:
         now = time.time()
         with self.transaction() as db:
             db.execute("DELETE FROM networks WHERE name=?", (name,))
-            self._append(db, now, "network:" + name, name, *event)
+            self._append(db, now, NETWORK_EVENT_PREFIX + name, name, *event)
         faults.point("store.network_remove")
 
     # -- events ---------------------------------------------------------------

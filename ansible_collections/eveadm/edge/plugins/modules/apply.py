@@ -109,7 +109,7 @@ def desired_state(params: dict) -> dict:
         doc = json.loads(json.dumps(params["desired"], allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise eveadm.ValidationError(f"desired holds a value JSON cannot: {exc}") from None
-    return apply.check(doc)  # the document's shape, as load() checks a file's
+    return doc  # Node.apply checks its shape, as it does a file's
 
 
 def plan_text(steps: list[dict]) -> str:

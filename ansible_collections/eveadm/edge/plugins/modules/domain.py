@@ -137,7 +137,6 @@ from ansible_collections.eveadm.edge.plugins.module_utils.common import eveadm, 
 STATES = ("present", "running", "stopped", "restarted", "absent")
 ACTIVE = ("running", "paused", "booting")
 # `update` merges these into the domain's (set_tags, set_customer_metadata) rather than replacing them
-MERGED = ("tags", "customer_metadata")
 # what `eveadm get` shows beside the configuration
 SHOWN_BESIDE_CONFIG = ("state", "error", "create_timestamp", "last_modified", "backend")
 
@@ -203,31 +202,13 @@ def config_of(record: dict) -> dict:
     return config
 
 
-def differences(config: dict, payload: dict, label: str) -> dict:
-    """The payload's properties the configuration does not already satisfy (as `eveadm apply`
-    compares them)."""
-    from eveadm import apply
-
-    for key in apply.IMMUTABLE:
-        if key in payload and payload[key] != config.get(key):
-            raise eveadm.ValidationError(f"domain {label}: {key} cannot change ({config.get(key)!r} -> "
-                                         f"{payload[key]!r}); remove it (state=absent) and create it again")
-    return {k: v for k, v in payload.items() if k not in apply.IMMUTABLE and not apply.covers(config.get(k), v)}
-
-
-def update_payload(changes: dict) -> dict:
-    update = {k: v for k, v in changes.items() if k not in MERGED}
-    for key in MERGED:
-        if key in changes:
-            update["set_" + key] = changes[key]
-    return update
-
-
 def with_changes(config: dict, changes: dict) -> dict:
     """The configuration an update of `changes` leaves (check mode's prediction)."""
+    from eveadm import apply
+
     out = dict(config)
     for key, value in changes.items():
-        out[key] = {**(config.get(key) or {}), **value} if key in MERGED else value
+        out[key] = {**(config.get(key) or {}), **value} if key in apply.MERGED else value
     return out
 
 
@@ -280,13 +261,16 @@ def converge(module, node, result: dict) -> tuple[dict, dict]:
         result["changed_properties"] = sorted(create)
     else:
         config, now = config_of(current), current["state"]
-        changes = differences(config, payload, label)
+        from eveadm import apply
+
+        changes, update = apply.domain_changes(config, payload, label,
+                                               "remove it (state=absent) and create it again")
         if changes:
             if check:
-                check_valid(node, update_payload(changes), "update", current["brand"])
+                check_valid(node, update, "update", current["brand"])
                 config = with_changes(config, changes)
             else:
-                result["restart_required"] = node.update(current["uuid"], update_payload(changes))["restart_required"]
+                result["restart_required"] = node.update(current["uuid"], update)["restart_required"]
             result["changed"] = True
             result["changed_properties"] = sorted(changes)
 
