@@ -151,11 +151,24 @@ def last_output_line(proc) -> str:
     """The last non-empty line a finished command printed: stderr first, else stdout."""
     for stream in (proc.stderr, proc.stdout):
         if stream:
-            raw = stream.decode(errors="replace") if isinstance(stream, bytes) else stream
-            lines = [ln.strip() for ln in raw.splitlines() if ln.strip()]
-            if lines:
-                return lines[-1]
+            line = last_line(stream.decode(errors="replace") if isinstance(stream, bytes) else stream)
+            if line:
+                return line
     return ""
+
+
+def last_line(text: str | None) -> str:
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def logrus_message(text: str | None) -> str:
+    """The last meaningful line a Go tool printed (runc, skopeo, umoci log with logrus), its
+    `time=... level=... msg="..."` reduced to the message."""
+    last = last_line(text)
+    if 'msg="' in last:
+        last = last.split('msg="', 1)[1].rsplit('"', 1)[0].replace('\\"', '"')
+    return last
 
 
 def command_error(argv: list[str], proc) -> str:

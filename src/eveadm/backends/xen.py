@@ -42,6 +42,7 @@ from ..errors import BackendError, BackendUnavailable, LiveChangeFailed, NotLive
 from .base import ABSENT, CRASHED, FORCED, PAUSED, RUNNING, SHUTDOWN, SHUTDOWN_KINDS, Backend, Domain, Status
 from .host import last_output_line, which
 from .vm import pci
+from .vm.live import boot_max_vcpus, device_diff, disk_key, nic_key, with_devices
 
 XL_HINT = "install the Xen toolstack (Debian: xen-utils-4.17) and boot the host under Xen"
 XENSTORE_HINT = "apt-get install xenstore-utils"
@@ -367,32 +368,34 @@ class XenBackend(Backend):
         return cloudinit.wanted(config)
 
     def _vif_entries(self, dom: Domain) -> list[str]:
-        cfg = dom.config
-        mode = cfg.get("virt_mode", "pvh")
-        entries = []
-        for i, nic in enumerate(cfg.get("nics") or []):
-            parts = []
-            bridge, mtu = nic.get("bridge"), nic.get("mtu")
-            if nic.get("network"):  # an eveadm network: its bridge (and its MTU unless the nic has one)
-                from .vm.cloudinit import lookup_network
+        return [xl_list_item(",".join(self._vif_settings(dom, i, nic)))
+                for i, nic in enumerate(dom.config.get("nics") or [])]
 
-                net = lookup_network(self.ctx, nic["network"])
-                if net is None:  # without bridge=, libxl would put the vif on its default xenbr0
-                    raise PermanentError(f"nics.{i}: network {nic['network']} does not exist")
-                bridge, mtu = net["bridge"], mtu or net.get("mtu")
-            if bridge:
-                parts.append(f"bridge={bridge}")
-            if nic.get("vif"):
-                parts.append(f"vifname={nic['vif']}")
-            parts.append(f"mac={nic['mac']}")
-            parts.append("type=ioemu" if mode == "fml" else "type=vif")
-            model = nic.get("model", "virtio")
-            if mode in ("hvm", "fml") and model not in ("virtio", None):
-                parts.append(f"model={model}")
-            if mtu:
-                parts.append(f"mtu={mtu}")
-            entries.append(xl_list_item(",".join(parts)))
-        return entries
+    def _vif_settings(self, dom: Domain, i: int, nic: dict) -> list[str]:
+        """Nic `i`'s vif as key=value settings: the vif = [...] entry of a start, and the arguments
+        of `xl network-attach` for a nic added while the domain runs."""
+        mode = dom.config.get("virt_mode", "pvh")
+        parts = []
+        bridge, mtu = nic.get("bridge"), nic.get("mtu")
+        if nic.get("network"):  # an eveadm network: its bridge (and its MTU unless the nic has one)
+            from .vm.cloudinit import lookup_network
+
+            net = lookup_network(self.ctx, nic["network"])
+            if net is None:  # without bridge=, libxl would put the vif on its default xenbr0
+                raise PermanentError(f"nics.{i}: network {nic['network']} does not exist")
+            bridge, mtu = net["bridge"], mtu or net.get("mtu")
+        if bridge:
+            parts.append(f"bridge={bridge}")
+        if nic.get("vif"):
+            parts.append(f"vifname={nic['vif']}")
+        parts.append(f"mac={nic['mac']}")
+        parts.append("type=ioemu" if mode == "fml" else "type=vif")
+        model = nic.get("model", "virtio")
+        if mode in ("hvm", "fml") and model not in ("virtio", None):
+            parts.append(f"model={model}")
+        if mtu:
+            parts.append(f"mtu={mtu}")
+        return parts
 
     def xl_type(self, dom: Domain) -> str:
         mode = dom.config.get("virt_mode", "pvh")
@@ -444,7 +447,7 @@ class XenBackend(Backend):
             lines.append(f"maxmem = {cfg['max_ram']}")
         vcpus = cfg.get("vcpus", 1)
         lines.append(f"vcpus = {vcpus}")
-        lines.append(f"maxvcpus = {max(int(vcpus), int(cfg.get('max_vcpus') or 0))}")
+        lines.append(f"maxvcpus = {boot_max_vcpus(cfg)}")
         if cfg.get("cpus"):
             lines.append(f"cpus = {xl_string(cfg['cpus'])}")
         if mode in ("pv", "pvh"):
@@ -704,13 +707,6 @@ class XenBackend(Backend):
         else:
             self._change_nics(dom, live, name, list(old or []), new)
 
-    @staticmethod
-    def _disk_key(disk: dict) -> str:
-        for field in ("path", "id", "image"):
-            if disk.get(field):
-                return f"{field} {disk[field]}"
-        return "disk without a path"
-
     def _live_state(self, dom: Domain) -> dict:
         """What runs in this domain: recorded by earlier changes of this run, else its boot configuration
         (dom.config is exactly that until the first live change)."""
@@ -720,58 +716,47 @@ class XenBackend(Backend):
             return live
         cfg = dom.config
         live = {"run": run, "maxmem": int(cfg.get("max_ram") or cfg.get("ram", 256)),
-                "maxvcpus": max(int(cfg.get("vcpus", 1)), int(cfg.get("max_vcpus") or 0)),
-                "vdevs": {self._disk_key(use.disk): vdev for use, vdev in self.disk_vdevs(dom)}}
+                "maxvcpus": boot_max_vcpus(cfg),
+                "vdevs": {disk_key(use.disk): vdev for use, vdev in self.disk_vdevs(dom)}}
         dom.backend["live"] = live
         return live
 
     def _change_disks(self, dom: Domain, live: dict, name: str, old: list, new: list) -> None:
         from .vm import disks
 
-        olds = {self._disk_key(d): d for d in old}
-        news = {self._disk_key(d): d for d in new}
-        for k in olds.keys() & news.keys():
-            if olds[k] != news[k]:
-                raise NotLive(f"disk {k}: a changed disk takes its new settings at the next start")
-        added = [k for k in news if k not in olds]
-        scratch = Domain(dom.uuid, {**dom.config, "disks": [news[k] for k in added]}, {}, dom.data_dir, dom.run_dir)
+        olds, news, removed, added = device_diff("disk", disk_key, old, new)
+        scratch = with_devices(dom, "disks", [news[k] for k in added])
         taken = {ord(v[-1]) - ord("a") for v in live["vdevs"].values()}
         attach = self.disk_vdevs(scratch, taken)
         for use, _vdev in attach:
             if use.kind != disks.USER or use.media != "disk":
-                raise NotLive(f"disk {self._disk_key(use.disk)}: only disks used in place (a path alone) are "
+                raise NotLive(f"disk {disk_key(use.disk)}: only disks used in place (a path alone) are "
                               "attached while a xen domain runs")
         running = list(old)
         try:
-            for k in (k for k in olds if k not in news):
+            for k in removed:
                 self._xl(["block-detach", name, live["vdevs"][k]], what=f"xl block-detach {name} {live['vdevs'][k]}")
                 del live["vdevs"][k]
                 running.remove(olds[k])
             for use, vdev in attach:
                 spec = f"format={use.format},vdev={vdev},access={'ro' if use.readonly else 'rw'},target={use.path}"
                 self._xl(["block-attach", name, spec], what=f"xl block-attach {name} {vdev}")
-                live["vdevs"][self._disk_key(use.disk)] = vdev
+                live["vdevs"][disk_key(use.disk)] = vdev
                 running.append(use.disk)
         except BackendError as exc:
             raise LiveChangeFailed(str(exc), in_effect=running) from None
 
     def _change_nics(self, dom: Domain, live: dict, name: str, old: list, new: list) -> None:
-        olds = {str(n.get("mac")).lower(): n for n in old}
-        news = {str(n.get("mac")).lower(): n for n in new}
-        for k in olds.keys() & news.keys():
-            if olds[k] != news[k]:
-                raise NotLive(f"nic {k}: a changed nic takes its new settings at the next start")
-        added = [news[k] for k in news if k not in olds]
-        # the same settings a start gives the vif (_vif_entries), one key=value argument each
-        items = self._vif_entries(Domain(dom.uuid, {**dom.config, "nics": added}, {}, dom.data_dir, dom.run_dir))
+        olds, news, removed, added = device_diff("nic", nic_key, old, new)
+        # the same settings a start gives the vif, one key=value argument each
+        settings = {k: self._vif_settings(dom, new.index(news[k]), news[k]) for k in added}
         running = list(old)
         try:
-            for k in (k for k in olds if k not in news):
+            for k in removed:
                 self._xl(["network-detach", name, olds[k]["mac"]], what=f"xl network-detach {name} {olds[k]['mac']}")
                 running.remove(olds[k])
-            for nic, item in zip(added, items):
-                settings = item[1:-1].replace("\\'", "'").replace("\\\\", "\\").split(",")
-                self._xl(["network-attach", name, *settings], what=f"xl network-attach {name} {nic['mac']}")
-                running.append(nic)
+            for k in added:
+                self._xl(["network-attach", name, *settings[k]], what=f"xl network-attach {name} {news[k]['mac']}")
+                running.append(news[k])
         except BackendError as exc:
             raise LiveChangeFailed(str(exc), in_effect=running) from None

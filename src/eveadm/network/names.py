@@ -14,7 +14,7 @@ import json
 import os
 import re
 
-from . import LOCK_PREFIX, all_networks, lookup, root_of, state_dir
+from . import LOCK_PREFIX, all_networks, root_of, state_dir
 
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")  # one DNS label (RFC 1123)
 
@@ -86,9 +86,10 @@ def _change(ctx_or_root, network: str, edit) -> bool:
 
     ctx = ctx_or_root if isinstance(ctx_or_root, BackendContext) else BackendContext(root_of(ctx_or_root))
     root = ctx.root_dir
-    with Store(root).lock(LOCK_PREFIX + network, 30, f"eveadm: names of network {network}"):
-        net = lookup(root, network)
-        if net is None or net["type"] != "local":
+    store = Store(root)
+    with store.lock(LOCK_PREFIX + network, 30, f"eveadm: names of network {network}"):
+        cfg = store.network(network)
+        if cfg is None or cfg["type"] != "local":
             return False
         entries = names(root, network)
         before = dict(entries)
@@ -101,8 +102,8 @@ def _change(ctx_or_root, network: str, edit) -> bool:
         with os.fdopen(privatedir.open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w") as fh:
             json.dump(entries, fh)
         os.replace(tmp, path)
-        if nethost.dnsmasq_pid(root, network):  # running: anew with the names (stopped: `network up` will)
-            cfg = Store(root).network(network)
-            nethost.stop_dnsmasq(root, network)
+        pid = nethost.dnsmasq_pid(root, network)
+        if pid:  # running: anew with the names (stopped: `network up` will)
+            nethost.stop_dnsmasq(root, network, pid)
             nethost.start_dnsmasq(ctx, cfg)
         return True

@@ -62,7 +62,7 @@ import sys
 import time
 from pathlib import Path
 
-from ...errors import BackendError, BackendUnavailable, LiveChangeFailed, NotLive, NotSupported, PermanentError
+from ...errors import BackendError, BackendUnavailable, LiveChangeFailed, NotSupported, PermanentError
 
 TYPE_CHECKING = False  # typing costs create's start-up; annotations are never evaluated
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ if TYPE_CHECKING:
 from ..base import (
     ABSENT, CRASHED, FORCED, PAUSED, RUNNING, SHUTDOWN, Backend, Domain, Orphan, Status,
 )
-from ..host import BackendContext, command_error, pid_alive, wait_until, which
+from ..host import BackendContext, command_error, logrus_message, pid_alive, wait_until, which
 from . import cni, image, monitor, parts, spec
 
 INSTALL_HINT = "brand container needs runc or crun: apt-get install runc"
@@ -135,7 +135,7 @@ def hybrid_cgroups() -> bool:
 def runtime_message(proc) -> str:
     """The last line a runtime command printed, runc's logrus `msg="..."` reduced to the message."""
     for stream in (proc.stderr, proc.stdout):
-        text = monitor.runtime_message(stream.decode(errors="replace") if isinstance(stream, bytes) else stream or "")
+        text = logrus_message(stream.decode(errors="replace") if isinstance(stream, bytes) else stream)
         if text:
             return text
     return ""
@@ -623,10 +623,8 @@ class ContainerBackend(Backend):
         return out
 
     def change_live(self, dom: Domain, key: str, old, new) -> None:
-        """The cgroup limits (the registry's `live` for this brand): the runtime's `update` rewrites
-        them in the running container."""
-        if key not in self.facts.live:
-            raise NotLive(f"a container's {key} is set when it starts")
+        """The cgroup limits (the registry's `live` for this brand, the only keys the engine asks
+        for): the runtime's `update` rewrites them in the running container."""
         rt = self._rt(dom)
         cpu, memory = spec.resource_limits({**dom.config, key: new})
         argv = ["update", "--memory", str(memory), "--cpu-period", str(cpu["period"]),

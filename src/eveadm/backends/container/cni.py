@@ -22,13 +22,15 @@ address and, without a namespace, deletes nothing else.
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 import json
 import os
 from pathlib import Path
 
 from ...errors import BackendError, PermanentError
+
+TYPE_CHECKING = False  # hashlib and ipaddress cost `list` start-up: imported where they are used
+if TYPE_CHECKING:
+    import ipaddress
 
 CNI_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
 CNI_VERSION = "1.0.0"
@@ -49,6 +51,8 @@ def veth_name(uuid: str, index: int) -> str:
 
 def root_tag(root_dir) -> str:
     """Which state root made a veth (several eveadm roots can share one host)."""
+    import hashlib
+
     return hashlib.sha256(os.fspath(root_dir).encode()).hexdigest()[:12]
 
 
@@ -64,19 +68,12 @@ def conf_dir(run_dir) -> Path:
     return Path(run_dir) / "cni"
 
 
-def _lookup_network(root_dir, name: str) -> dict | None:
-    try:
-        from ... import network  # networks as objects (issue 10): may not exist in this tree yet
-    except ImportError:
-        return None
-    lookup = getattr(network, "lookup", None)
-    return lookup(os.fspath(root_dir), name) if lookup else None
-
-
 def bridge_facts(ctx, name: str) -> tuple[bool, ipaddress.IPv4Interface | None]:
     """(is `name` a bridge, its first IPv4 address with prefix) in eveadm's network namespace: one
     `ip -j -d addr show` read as JSON. (Not /sys/class/net: sysfs shows the namespace that mounted
     it, which is not eveadm's under `nsenter --net`.)"""
+    import ipaddress
+
     proc = ctx.run(["ip", "-j", "-d", "addr", "show", "dev", name], check=False)
     if proc.returncode != 0:
         return False, None
@@ -112,11 +109,15 @@ def resolve(ctx, root_dir, index: int, nic: dict) -> dict:
     the engine's validation says it (network.spec.check_nics), so here it is only noted in
     `missing`, and wiring refuses it (network_config), for a bridge removed since the domain was
     validated."""
+    import ipaddress
+
+    from ... import network
+
     where = f"nics.{index}"
     out = {"network": nic.get("network"), "mac": nic.get("mac"), "mtu": nic.get("mtu"), "dns": [], "missing": None}
     subnet = gateway = None
     if nic.get("network"):
-        net = _lookup_network(root_dir, nic["network"])
+        net = network.lookup(root_dir, nic["network"])
         if not net:
             return dict(out, bridge=None, subnet=None, gateway=None, ip=None,
                         missing=f"{where}: network {nic['network']} does not exist")

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from ...errors import BackendError, BackendUnavailable
-from ..host import which
+from ..host import last_line, logrus_message, which
 
 INSTALL_HINT = "brand container needs conmon: apt-get install conmon"
 HANDSHAKE_TIMEOUT = 60  # s: conmon answers once `<runtime> create` has returned
@@ -166,7 +166,7 @@ def spawn(ctx, command: list[str], files: RunFiles, timeout: float = HANDSHAKE_T
         return pid
     if timed_out:
         raise BackendError(f"no answer from conmon within {timeout:g}s (the runtime's create hangs)")
-    why = runtime_message(data.get("message") or "") or last_line(stderr) or \
+    why = logrus_message(data.get("message") or "") or last_line(stderr) or \
         f"conmon exited with status {launcher_rc}"
     raise BackendError(why)
 
@@ -244,20 +244,6 @@ def read_exit(files: RunFiles) -> ExitRecord | None:
     except ValueError:
         return None  # conmon writes it atomically (g_file_set_contents): not ours
     return ExitRecord(status, mtime, files.oom.exists())
-
-
-def runtime_message(text: str) -> str:
-    """The last meaningful line a runtime printed; runc's logrus `msg="..."` reduced to the message.
-    (host.last_output_line takes a finished process; this takes text conmon relayed.)"""
-    last = last_line(text)
-    if 'msg="' in last:
-        last = last.split('msg="', 1)[1].rsplit('"', 1)[0].replace('\\"', '"')
-    return last
-
-
-def last_line(text: str) -> str:
-    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
 
 
 def log_text(data: bytes | str) -> str:

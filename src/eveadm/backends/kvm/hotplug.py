@@ -35,6 +35,7 @@ from ...errors import EveadmError, LiveChangeFailed, NotLive, PermanentError
 from ..base import Domain
 from ..host import BackendContext, wait_until
 from ..vm import disks as vm_disks
+from ..vm.live import boot_max_vcpus, device_diff, disk_key, mac_key, nic_key, with_devices
 from . import nics as host_nics
 from .argv import is_q35, paths
 from .qmp import CONNECT_TIMEOUT, QMP_TIMEOUT, QmpError, _disconnect, describe, qmp, quiet_logging
@@ -65,10 +66,6 @@ def port_count(ctx: BackendContext) -> int:
 def boot_memory(cfg: dict) -> int:
     """MiB QEMU gets: the most the guest may balloon up to without a restart."""
     return max(int(cfg.get("ram", 256)), int(cfg.get("max_ram") or 0))
-
-
-def boot_max_vcpus(cfg: dict) -> int:
-    return max(int(cfg.get("vcpus", 1)), int(cfg.get("max_vcpus") or 0))
 
 
 def memory_args(cfg: dict) -> list[list[str]]:
@@ -103,18 +100,6 @@ def change(ctx: BackendContext, dom: Domain, key: str, old, new) -> None:
     if apply is None or new is None:
         raise NotLive(f"{key} changes at the next start")
     apply(Live(ctx, dom), old, new)
-
-
-def disk_key(disk: dict) -> str:
-    """What identifies a disk across updates: its path, else its id, else its image."""
-    for field in ("path", "id", "image"):
-        if disk.get(field):
-            return f"{field} {disk[field]}"
-    return "disk without a path"
-
-
-def mac_key(mac) -> str:
-    return str(mac or "").lower()
 
 
 def _seconds(ctx: BackendContext, key: str, default: float) -> float:
@@ -315,16 +300,9 @@ def _vcpus(live: Live, old: int, new: int) -> None:
 # -- disks ------------------------------------------------------------------------------------------------
 
 def _device_diff(live: Live, what: str, key, old: list, new: list) -> tuple[dict, dict, list, list]:
-    """(old by key, new by key, keys removed, keys added) of a disks or nics list. A device whose
-    settings changed takes them at the next start; one the guest booted with that cannot be
-    unplugged (check_removable) makes the whole change wait too."""
-    olds = {key(d): d for d in old}
-    news = {key(d): d for d in new}
-    removed = [k for k in olds if k not in news]
-    added = [k for k in news if k not in olds]
-    for k in olds.keys() & news.keys():
-        if olds[k] != news[k]:
-            raise NotLive(f"{what} {k}: a changed {what} takes its new settings at the next start")
+    """vm.live.device_diff, and a device the guest booted with that cannot be unplugged
+    (check_removable) makes the whole change wait too."""
+    olds, news, removed, added = device_diff(what, key, old, new)
     for k in removed:
         live.check_removable(what, k, live.state[what + "s"].get(k))
     return olds, news, removed, added
@@ -334,8 +312,7 @@ def _disks(live: Live, old: list | None, new: list) -> None:
     dom = live.dom
     old = list(old or [])
     olds, news, removed, added = _device_diff(live, "disk", disk_key, old, new)
-    planned = {disk_key(u.disk): u for u in vm_disks.plan(Domain(dom.uuid, {**dom.config, "disks": new}, {},
-                                                                   dom.data_dir, dom.run_dir))}
+    planned = {disk_key(u.disk): u for u in vm_disks.plan(with_devices(dom, "disks", new))}
     for k in added:
         disk = news[k]
         if disk.get("media", "disk") != "disk":
@@ -343,7 +320,7 @@ def _disks(live: Live, old: list | None, new: list) -> None:
         if disk.get("model", "virtio") != "virtio":
             raise NotLive(f"disk {k}: only virtio disks are hot-plugged; a {disk['model']} disk is attached "
                           "at the next start")
-        alone = vm_disks.plan(_with_disks(dom, [disk], {}))[0]
+        alone = vm_disks.plan(with_devices(dom, "disks", [disk]))[0]
         if alone.path != planned[k].path:  # a blank disk named by its position (no id)
             raise NotLive(f"disk {k}: a blank disk without an id is attached at the next start")
     ports = live.free_ports(len(added))
@@ -369,15 +346,11 @@ def _disks(live: Live, old: list | None, new: list) -> None:
         _note_disk_files(dom, running)
 
 
-def _with_disks(dom: Domain, disk_list: list, backend: dict) -> Domain:
-    return Domain(dom.uuid, {**dom.config, "disks": disk_list}, backend, dom.data_dir, dom.run_dir)
-
-
 def _plug_disk(live: Live, key: str, disk: dict, port: str | None) -> None:
     """Make the disk's file as a start would (vm.disks.prepare, for this disk alone), then
     blockdev-add it and device_add a virtio-blk-pci on `port`."""
     dom = live.dom
-    scratch = _with_disks(dom, [disk], {"disks_owned": list(dom.backend.get("disks_owned") or [])})
+    scratch = with_devices(dom, "disks", [disk], {"disks_owned": list(dom.backend.get("disks_owned") or [])})
     use = vm_disks.prepare(live.ctx, scratch)[0]
     dom.backend["disks_owned"] = sorted({*dom.backend.get("disks_owned", []), *scratch.backend["disks_owned"]})
     dom.backend.setdefault("disks", []).extend(scratch.backend["disks"])
@@ -413,7 +386,7 @@ def _note_disk_files(dom: Domain, running: list) -> None:
     """dom.backend["disks"] (what `info` shows, what the next prepare reads) for the disks that run,
     indexed by their place in the configuration."""
     try:
-        uses = vm_disks.plan(_with_disks(dom, running, {}))
+        uses = vm_disks.plan(with_devices(dom, "disks", running))
     except EveadmError:
         return
     by_path = {d.get("path"): d for d in dom.backend.get("disks") or [] if isinstance(d, dict)}
@@ -425,7 +398,7 @@ def _note_disk_files(dom: Domain, running: list) -> None:
 
 def _nics(live: Live, old: list | None, new: list) -> None:
     old = list(old or [])
-    olds, news, removed, added = _device_diff(live, "nic", lambda n: mac_key(n.get("mac")), old, new)
+    olds, news, removed, added = _device_diff(live, "nic", nic_key, old, new)
     ports = live.free_ports(len(added))
     running = list(old)
     try:
@@ -445,7 +418,7 @@ def _free_tap(live: Live) -> str:
     taps = {r.get("tap") for r in live.state["nics"].values()}
     n = len(live.state["nics"])
     while True:
-        name = f"{host_nics.TAP_PREFIX}{live.dom.uuid[:8]}.{n}"
+        name = host_nics.tap_name(live.dom, n, {})
         if name not in taps and not (host_nics.SYS_NET / name).exists():
             return name
         n += 1
@@ -462,7 +435,7 @@ def _plug_nic(live: Live, nic: dict, index: int, port: str | None) -> None:
     try:
         if nic.get("bridge") or nic.get("network"):
             tap = rec["tap"] = nic.get("vif") or _free_tap(live)
-            scratch = Domain(dom.uuid, {**dom.config, "nics": [dict(nic, vif=tap)]}, {}, dom.data_dir, dom.run_dir)
+            scratch = with_devices(dom, "nics", [dict(nic, vif=tap)])
             entry = host_nics.plan(ctx, scratch)[0]
             if entry.get("missing"):
                 raise NotLive(f"nic {nic.get('mac')}: {entry['missing']}")
@@ -471,8 +444,7 @@ def _plug_nic(live: Live, nic: dict, index: int, port: str | None) -> None:
                 taps.append(tap)
             host_nics.create_taps(ctx, scratch)
             # joined without its address: the name of a static address is registered under its own index
-            host_nics.join_bridges(ctx, Domain(dom.uuid, {**dom.config, "nics": [dict(nic, vif=tap, ip=None)]}, {},
-                                               dom.data_dir, dom.run_dir))
+            host_nics.join_bridges(ctx, with_devices(dom, "nics", [dict(nic, vif=tap, ip=None)]))
             if entry["network"] and entry["ip"]:
                 from ...network import names as hostnames
 

@@ -19,7 +19,6 @@ Reads go through /sys/class/net (no `ip` output parsed); changes through `ip` ar
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -36,8 +35,7 @@ IP_HINT = "apt-get install iproute2"
 
 
 def lookup_network(ctx: BackendContext, name: str) -> dict | None:
-    """The network `name` (bridge, subnet, gateway, dns, mtu), None when it does not exist or networks
-    as objects are not installed."""
+    """The network `name` (bridge, subnet, gateway, dns, mtu), None when it does not exist."""
     try:
         return cloudinit.lookup_network(ctx, name)
     except Exception as exc:  # a network store that cannot be read is the operator's to see
@@ -45,13 +43,9 @@ def lookup_network(ctx: BackendContext, name: str) -> dict | None:
 
 
 def leases(ctx: BackendContext, name: str) -> dict:
-    """{mac: ip} of the network's dnsmasq leases ({} without networks as objects)."""
-    try:
-        from ... import network
-    except ImportError:
-        return {}
-    if not hasattr(network, "leases"):
-        return {}
+    """{mac: ip} of the network's dnsmasq leases."""
+    from ... import network
+
     try:
         return network.leases(ctx.root_dir, name) or {}
     except Exception:  # a lease file being rewritten: no address this time
@@ -63,6 +57,8 @@ def tap_name(dom: Domain, i: int, nic: dict) -> str:
 
 
 def root_digest(ctx: BackendContext) -> str:
+    import hashlib  # here, not at the top: `list` imports this module
+
     return hashlib.sha256(os.fsencode(os.path.abspath(ctx.root_dir))).hexdigest()[:16]
 
 

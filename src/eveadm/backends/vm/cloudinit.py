@@ -23,7 +23,6 @@ static ip. A static `ip` without /prefix takes the prefix of its network's subne
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import tempfile
@@ -58,17 +57,16 @@ def default_meta_data(config: dict) -> str:
 
 
 def lookup_network(ctx: BackendContext, name: str) -> dict | None:
-    """eveadm.network.lookup when networks as objects exist (None when that module is not installed)."""
-    try:
-        from ... import network
-    except ImportError:
-        return None
-    lookup = getattr(network, "lookup", None)
-    return lookup(ctx.root_dir, name) if lookup else None
+    """The network `name` as eveadm.network.lookup reads it (None when it does not exist)."""
+    from ... import network
+
+    return network.lookup(ctx.root_dir, name)
 
 
 def with_prefix(ip: str, subnet: str | None) -> str:
     """`ip` as address/prefix: its own prefix, else the subnet's, else DEFAULT_PREFIX."""
+    import ipaddress
+
     if "/" in str(ip):
         return str(ip)
     if subnet:
