@@ -160,11 +160,10 @@ class ImageOps:
         return found
 
     def _image_view(self, digest: str, entry: dict, users: list[str]) -> dict:
-        out = {k: v for k, v in entry.items() if k not in ("layers",)}
-        out.update(digest=digest, names=list(entry.get("names") or []), domains=sorted(users),
-                   layers=len(entry.get("layers") or []))
-        if entry.get("kind") != "oci":
-            out.pop("layers")
+        out = {k: v for k, v in entry.items() if k != "layers"}
+        out.update(digest=digest, names=list(entry.get("names") or []), domains=sorted(users))
+        if entry.get("kind") == "oci":
+            out["layers"] = len(entry.get("layers") or [])
         return out
 
     def image_get(self, ref: str) -> dict:
@@ -172,8 +171,8 @@ class ImageOps:
 
         digest, entry = self._image_resolve(ref)
         out = self._image_view(digest, entry, self.image_users().get(digest, []))
-        out["path"] = describe(self.ctx.root_dir, digest, entry).get("path") or \
-            describe(self.ctx.root_dir, digest, entry)["layout"]
+        where = describe(self.ctx.root_dir, digest, entry)
+        out["path"] = where.get("path") or where["layout"]
         return out
 
     def image_list(self) -> list[dict]:
@@ -221,11 +220,11 @@ class ImageOps:
             for rec in recs:
                 used |= self._image_digests(rec, catalog)
             gone = sorted(d for d in catalog if d not in used)
-            paths = self._image_garbage(recs, {d: e for d, e in catalog.items() if d in used})
+            kept = {d: e for d, e in catalog.items() if d in used}
+            paths = self._image_garbage(recs, kept)
             freed = sum(image_store.tree_size(p) for p in paths)
             if dry_run:
                 return {"images": gone, "removed": paths, "freed_bytes": freed, "dry_run": True}
-            kept = {d: e for d, e in catalog.items() if d in used}
             if gone:
                 image_store.save(self.ctx.root_dir, kept)
             for path in paths:
@@ -254,9 +253,10 @@ class ImageOps:
             if ".tmp-" in name:  # an index.json whose write was cut short
                 out.append(os.path.join(layout_dir(root), name))
         if not any(self.store.is_locked(r.uuid) for r in recs):
+            used = set().union(*(self._image_digests(r, catalog) for r in recs))
             lowers = {r.backend.get("lower") for r in recs}
-            lowers |= {os.path.join(unpacked_dir(root, d), "rootfs") for d in catalog if catalog[d].get("kind") == "oci"
-                       and any(d in self._image_digests(r, catalog) for r in recs)}
+            lowers |= {os.path.join(unpacked_dir(root, d), "rootfs") for d in catalog
+                       if catalog[d].get("kind") == "oci" and d in used}
             out += image_store.unused_trees(root, lowers)
         return out
 

@@ -26,10 +26,12 @@ import shutil
 import time
 
 from .. import faults, interrupts
-from ..errors import BackendError, EveadmError, Interrupted, NotFound
+from ..backends.host import logrus_message
+from ..errors import BackendError, BackendUnavailable, EveadmError, Interrupted, NotFound, PermanentError
 from . import DISK, OCI, blob_path, disk_path, images_dir, layout_dir, layout_ref, partial_dir, read_catalog
 from . import unpacked_dir
-from .progress import reporter
+from .progress import BAR, reporter
+from .spec import DISK_FORMATS
 
 SKOPEO_HINT = "apt-get install skopeo"
 UMOCI_HINT = "apt-get install umoci"
@@ -166,8 +168,6 @@ def run_watched(ctx, argv: list[str], workdir: str, watch, timeout: float, insta
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         except FileNotFoundError:
             ctx.log_command(argv, None, None, started)
-            from ..errors import BackendUnavailable
-
             raise BackendUnavailable(f"{argv[0]} not found: {install_hint}") from None
     deadline = time.monotonic() + timeout
     rc = None
@@ -197,15 +197,8 @@ def run_watched(ctx, argv: list[str], workdir: str, watch, timeout: float, insta
 
 
 def _tool_message(text: str) -> str:
-    """The tool's last meaningful line (skopeo's `time=... level=fatal msg="..."` reduced to the msg)."""
-    import re
-
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines:
-        return ""
-    last = lines[-1]
-    m = re.search(r'msg="((?:[^"\\]|\\.)*)"', last)
-    return (m.group(1).replace('\\"', '"') if m else last)[:600]
+    """skopeo's, umoci's or qemu-img's last meaningful line, cut to a length a message can carry."""
+    return logrus_message(text)[:600]
 
 
 # -- pull ------------------------------------------------------------------------------------------------
@@ -267,8 +260,8 @@ def pull(ctx, source, tls_verify: bool = True) -> Staged:
         if not tls_verify:
             argv.append("--src-tls-verify=false")
         argv += [source.argument, f"oci:{layout}:pulled"]
-        total = _expected_size(ctx, source, tls_verify) if reporter("pull", "").mode == "bar" else None
         report = reporter("pull", source.name or source.location)
+        total = _expected_size(ctx, source, tls_verify) if report.mode == BAR else None
         hasher = BlobHasher(layout)
 
         def watch(pid: int) -> None:
@@ -482,7 +475,7 @@ def _disk_format(ctx, path: str) -> tuple[str, int]:
             fh.seek(0x8001)
             if fh.read(5) == b"CD001":
                 fmt = "iso"
-    if fmt not in ("qcow2", "raw", "iso"):
+    if fmt not in DISK_FORMATS:
         raise BackendError(f"the image is {fmt}: eveadm stores qcow2, raw and iso disk images")
     return fmt, int(info.get("virtual-size") or 0)
 
@@ -640,8 +633,6 @@ def unpack(ctx, digest: str, what: str | None = None) -> str:
                               float(ctx.setting("image.unpack_timeout", 1800)), UMOCI_HINT)
         if rc != 0:
             report.finish(0, ok=False)
-            from ..errors import PermanentError
-
             raise PermanentError(f"umoci unpack of image {what or digest} failed: {_tool_message(err)}")
         _private_dir(os.path.dirname(target))
         faults.point("image.unpack.rename")
