@@ -15,31 +15,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cli import eveadm_command  # noqa: E402  (bench/cli.py: the installed console script)
+from cli import compile_src, eveadm_command, measured  # noqa: E402  (bench/cli.py)
 
 
-def measured(argvs: list[list[str]], env: dict, inputs: list[str | None]) -> tuple[float, float]:
+def measured_all(argvs: list[list[str]], env: dict, inputs: list[str | None]) -> tuple[float, float]:
     """(CPU seconds, wall seconds) of running each argv in turn."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    for argv, text in zip(argvs, inputs):
-        proc = subprocess.run(argv, input=text, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              env=env)
-        if proc.returncode != 0:
-            raise SystemExit(f"bench: {' '.join(argv[1:])} failed: {proc.stderr.strip()}")
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), wall
+    runs = [measured(argv, env, text) for argv, text in zip(argvs, inputs)]
+    return sum(c for c, _ in runs), sum(w for _, w in runs)
 
 
 def main() -> int:
@@ -47,9 +37,7 @@ def main() -> int:
     ap.add_argument("--domains", type=int, default=100)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    import compileall
-
-    compileall.compile_dir(str(Path(__file__).resolve().parents[1] / "src"), quiet=1)
+    compile_src()
     cmd = eveadm_command()
     payloads = [{"brand": "null", "alias": f"d{i}", "ram": 256, "tags": {"i": i}} for i in range(args.domains)]
     work = Path(tempfile.mkdtemp(prefix="eveadm-bench-apply-"))
@@ -62,11 +50,11 @@ def main() -> int:
                 root = work / f"root-{name}-{run}"
                 env = dict(os.environ, EVEADM_ROOT=str(root))
                 if name == "creates":
-                    rows[name].append(measured([cmd + ["create"] for _ in payloads], env,
+                    rows[name].append(measured_all([cmd + ["create"] for _ in payloads], env,
                                                [json.dumps(p) for p in payloads]))
                 else:
-                    rows[name].append(measured([cmd + ["apply", "-f", str(doc)]], env, [None]))
-                    rows["apply again"].append(measured([cmd + ["apply", "-f", str(doc)]], env, [None]))
+                    rows[name].append(measured_all([cmd + ["apply", "-f", str(doc)]], env, [None]))
+                    rows["apply again"].append(measured_all([cmd + ["apply", "-f", str(doc)]], env, [None]))
                     got = subprocess.run(cmd + ["list", "-H", "-o", "uuid"], env=env, capture_output=True,
                                          text=True, check=True).stdout.split()
                     assert len(got) == args.domains, f"apply made {len(got)} domains, not {args.domains}"

@@ -51,14 +51,23 @@ def populate(root: Path, n: int) -> str:
     return first
 
 
-def measured(argv, env) -> tuple[float, float]:
-    """(CPU seconds user+sys, wall seconds) of one run of argv."""
+def measured(argv, env, input: str | None = None) -> tuple[float, float]:
+    """(CPU seconds user+sys, wall seconds) of one run of argv (stdin: `input`)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=True)
+    proc = subprocess.run(argv, input=input, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(argv[1:])} failed: {proc.stderr.strip()}")
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), wall
+
+
+def compile_src() -> None:
+    """Byte-compile eveadm first: with PYTHONDONTWRITEBYTECODE set, every run would compile from source."""
+    import compileall
+
+    compileall.compile_dir(str(Path(__file__).resolve().parents[1] / "src"), quiet=1)
 
 
 def main() -> int:
@@ -66,10 +75,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--sizes", default="1000,10000")
     args = ap.parse_args()
-    # byte-compile first: with PYTHONDONTWRITEBYTECODE set, every run would compile from source
-    import compileall
-
-    compileall.compile_dir(str(Path(__file__).resolve().parents[1] / "src"), quiet=1)
+    compile_src()
     base = [sys.executable, "-c", "pass"]
     # what any CLI that parses argv, reads SQLite and prints JSON costs the interpreter, before any work
     floor = [sys.executable, "-c", "import argparse, json, sqlite3"]

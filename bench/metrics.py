@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import socket
 import statistics
@@ -33,7 +32,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cli import eveadm_command, populate  # noqa: E402  (bench/cli.py: the console script; N null domains)
+from cli import compile_src, eveadm_command, measured, populate  # noqa: E402  (bench/cli.py)
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -42,13 +41,6 @@ def process_cpu(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def cli_list(cmd: list[str], env: dict) -> float:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run(cmd + ["list"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def in_process_list(root: Path) -> float:
@@ -79,9 +71,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--scrapes", type=int, default=50)
     args = ap.parse_args()
-    import compileall
-
-    compileall.compile_dir(str(Path(__file__).resolve().parents[1] / "src"), quiet=1)
+    compile_src()
     cmd = eveadm_command()
     work = Path(tempfile.mkdtemp(prefix="eveadm-bench-metrics-"))
     root = work / "root"
@@ -103,7 +93,7 @@ def main() -> int:
         body = scrape(url)  # the first scrape reads the whole journal: not what a scrape costs after
         series = sum(1 for ln in body.decode().splitlines() if ln and not ln.startswith("#"))
         for _ in range(args.runs):
-            rows["list"].append(cli_list(cmd, env))
+            rows["list"].append(measured(cmd + ["list"], env)[0])
             rows["node"].append(in_process_list(root))
             rows["scrape"].append(scrapes(agent.pid, url, args.scrapes))
     finally:

@@ -28,6 +28,8 @@ PKGS="$PKGS ovmf"   # kvm: the UEFI firmware of virt_mode fml when the payload n
 [ "$TESTS" = 1 ] && PKGS="$PKGS man-db"   # the tests render eveadm(8) and look it up as `man eveadm` does
 [ "$TESTS" = 1 ] && PKGS="$PKGS openssh-server"   # the Ansible fleet test starts its own sshd on a free loopback port
 [ "$TESTS" = 1 ] && PKGS="$PKGS prometheus"   # the metrics tests start their own server on a free loopback port
+[ "$TESTS" = 1 ] && PKGS="$PKGS git"   # a test lists the repository's files with `git ls-files`
+[ "$XEN" = 1 ] && PKGS="$PKGS libyajl2"   # build-xen.sh copies it into dom0 (xl needs it; crun brings it today)
 missing=""
 for p in $PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"; done
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$missing python3-venv"

@@ -3,11 +3,13 @@
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
+ARTIFACTS = Path(os.environ.get("EVEADM_ARTIFACTS", "/var/cache/eveadm/artifacts"))
 
 
 class Cli:
@@ -59,3 +61,24 @@ def remove_container_leftovers(root: Path) -> None:
     for target in reversed(mounts):
         if target.startswith(str(root) + "/"):
             subprocess.run(["umount", "--lazy", target], capture_output=True, timeout=30)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on now (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def commands(root: Path) -> list[list[str]]:
+    """argv of every command eveadm ran under `root` (its command log)."""
+    path = root / "log" / "commands.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line)["argv"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def tree_bytes(path: Path) -> int:
+    """Disk use of a tree (each inode once; mounts under it, as the containers' overlays, not entered)."""
+    out = subprocess.run(["du", "-sx", "--block-size=1", str(path)], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[0])

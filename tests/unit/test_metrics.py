@@ -15,6 +15,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import eveadm
+from clitest import free_port
 from eveadm import metrics
 from eveadm.agent import Agent
 from eveadm.backends.base import STATS_FIELDS
@@ -139,12 +140,6 @@ def test_a_deleted_domain_leaves_the_metrics(node):
     fams = scrape(collector)
     assert not [s for s in fams["eveadm_domain_state"].samples if s.labels["uuid"] == uuid]
     assert uuid not in collector.journal.restarts and uuid not in collector.journal.boot_failures
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_agent_serves_metrics_on_loopback_when_given_only_a_port(cli):

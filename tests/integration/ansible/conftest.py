@@ -33,6 +33,8 @@ def ansible_env(tmp_path, ansible_bin) -> dict[str, str]:
         "ANSIBLE_LOCAL_TEMP": str(home / "tmp"),
         "ANSIBLE_REMOTE_TMP": str(home / "remote-tmp"),
         "ANSIBLE_PIPELINING": "true",
+        # sshd passes LANG/LC_* on; a locale the host never generated stops ansible: C.UTF-8 always exists
+        "LC_ALL": "C.UTF-8",
         "ANSIBLE_SSH_ARGS": "-o ControlMaster=no",  # no connection outlives the run
         "ANSIBLE_CALLBACK_PLUGINS": str(HERE / "callback_plugins"),
         "ANSIBLE_CALLBACKS_ENABLED": "record",

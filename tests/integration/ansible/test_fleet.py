@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from clitest import Cli
+from clitest import Cli, free_port
 from eveadm.backends.host import wait_until
 
 pytestmark = pytest.mark.container
@@ -34,12 +34,6 @@ def rootfs() -> Path:
     out = ARTIFACTS / "rootfs"
     subprocess.run([str(REPO / "scripts" / "build-rootfs.sh"), str(out)], check=True)
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def accepts(port: int) -> bool:

@@ -6,9 +6,7 @@ the domains it made are deleted and the mounts under it removed afterwards."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import urllib.request
@@ -16,18 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from clitest import Cli
+from clitest import ARTIFACTS, Cli, free_port
 from eveadm.backends.host import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
-ARTIFACTS = Path(os.environ.get("EVEADM_ARTIFACTS", "/var/cache/eveadm/artifacts"))
 REGISTRY_START = 30  # s
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Registry:
@@ -134,17 +125,3 @@ def icli(root, registry, tmp_path):
     conf = tmp_path / "registries.conf"
     conf.write_text(f'[[registry]]\nlocation = "{registry.host}"\ninsecure = true\n')
     return Cli(root, env={"EVEADM_IMAGE_REGISTRIES_CONF": str(conf), "EVEADM_CONTAINER_RUNTIME": "runc"})
-
-
-def commands(root: Path) -> list[list[str]]:
-    """argv of every command eveadm ran under `root` (its command log)."""
-    path = root / "log" / "commands.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line)["argv"] for line in path.read_text().splitlines() if line.strip()]
-
-
-def tree_bytes(path: Path) -> int:
-    """Disk use of a tree (each inode once; mounts under it, as the containers' overlays, not entered)."""
-    out = subprocess.run(["du", "-sx", "--block-size=1", str(path)], capture_output=True, text=True, check=True)
-    return int(out.stdout.split()[0])

@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from conftest import ARTIFACTS, commands, tree_bytes
+from clitest import ARTIFACTS, commands, tree_bytes
 from eveadm.backends.host import wait_until
 
 pytestmark = pytest.mark.container

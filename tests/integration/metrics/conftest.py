@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from clitest import Cli, remove_container_leftovers
+from clitest import Cli, free_port, remove_container_leftovers
 from eveadm.backends.host import pid_alive, wait_until
 
 REPO = Path(__file__).resolve().parents[3]
@@ -27,12 +26,6 @@ ARTIFACTS = Path(os.environ.get("EVEADM_ARTIFACTS", "/var/cache/eveadm/artifacts
 sys.path.insert(0, str(REPO / "tests" / "integration" / "kvm"))  # kvmtest: the kvm tests' QEMU helpers
 
 from kvmtest import qemus_under, remove_socket_dirs_of  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
