@@ -5,29 +5,37 @@ Data goes to stdout, human messages to stderr, errors are one line
 result goes out through `emit`: strict JSON with -j, else the command's human
 form. Only the parser of the command being run is built (start-up time);
 `help` and shell completion build them all from the same table, so neither can
-drift from the parser.
+drift from the parser. Plain command lines are read without argparse at all (eveadm.quickparse:
+importing argparse costs more than a short command's work), from the same builders.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 from .errors import BackendError, EveadmError, UsageError, ValidationError
+from .jsontext import dumps
 
 PROG = "eveadm"
 SHELLS = ("bash", "zsh", "fish")
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(f"{message} (try `{self.prog} --help`)")
+def _parser_class():
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):
+            raise UsageError(f"{message} (try `{self.prog} --help`)")
+
+    return Parser
 
 
-def _formatter(prog: str) -> argparse.HelpFormatter:
+def _formatter(prog: str):
     """argparse's formatter with the width given: left to itself it imports shutil (with bz2 and
     lzma) to ask the terminal's size, at every add_argument, which doubled CLI start-up."""
+    import argparse
+
     try:
         width = int(os.environ.get("COLUMNS") or os.get_terminal_size(2).columns)
     except (OSError, ValueError):
@@ -35,13 +43,20 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, width=max(width - 2, 40))
 
 
+def _bad_value(message: str) -> Exception:
+    """The error an argument's type function raises: argparse prints its message as it is."""
+    import argparse
+
+    return argparse.ArgumentTypeError(message)
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        raise _bad_value(f"not a number of seconds: {text!r}") from None
     if value < 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError("seconds must be a finite number, not negative")
+        raise _bad_value("seconds must be a finite number, not negative")
     return value
 
 
@@ -179,7 +194,7 @@ def _args_network(p):
 
 
 def _args_image(p):
-    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=Parser)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(p))
 
     def action(name, text, target=None):
         a = actions.add_parser(name, help=text, description=text, formatter_class=_formatter)
@@ -223,11 +238,11 @@ def _listen_address(text: str) -> tuple[str, int]:
     elif host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
-        raise argparse.ArgumentTypeError(f"write an IPv6 address in brackets: [{host}]:{port}")
+        raise _bad_value(f"write an IPv6 address in brackets: [{host}]:{port}")
     if not host:
-        raise argparse.ArgumentTypeError(f"no host before :{port} (127.0.0.1:{port}; 0.0.0.0:{port} for every address)")
+        raise _bad_value(f"no host before :{port} (127.0.0.1:{port}; 0.0.0.0:{port} for every address)")
     if not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"not a port: {port!r} (give PORT or HOST:PORT)")
+        raise _bad_value(f"not a port: {port!r} (give PORT or HOST:PORT)")
     return host, int(port)
 
 
@@ -339,8 +354,9 @@ COMMANDS = {
 ALIASES = {alias: name for name, (aliases, *_rest) in COMMANDS.items() for alias in aliases}
 
 
-def build_parser(only: str | None = None) -> Parser:
+def build_parser(only: str | None = None):
     """The parser of every command; with `only`, of that command alone (what a run needs)."""
+    Parser = _parser_class()
     p = Parser(prog=PROG, description="Run VMs and containers on this node (kvm, xen, container, rkt, null).",
                formatter_class=_formatter,
                epilog="Run `eveadm help COMMAND` for a command's options and examples,\n"
@@ -384,13 +400,6 @@ def one_line(text: str) -> str:
 
 def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def dumps(obj, indent: int | None = 2) -> str:
-    """Strict JSON: NaN/Infinity are refused, every non-ASCII character escaped (lone surrogates too)."""
-    import json
-
-    return json.dumps(obj, indent=indent, sort_keys=True, allow_nan=False)
 
 
 def emit(result, as_json: bool, human=None) -> None:
@@ -535,7 +544,7 @@ def cmd_delete(args, node) -> int:
 
 
 def cmd_get(args, node) -> int:
-    emit(node.get(args.uuid), True)  # get prints JSON with or without -j (vmadm)
+    sys.stdout.write(node.get_text(args.uuid) + "\n")  # JSON with or without -j (vmadm), as emit writes it
     return 0
 
 
@@ -895,14 +904,25 @@ def _glue_sort(argv: list[str]) -> list[str]:
 
 
 def _parse(argv: list[str]):
-    parser = build_parser(only=command_in(argv))
-    args = parser.parse_args(_glue_sort(argv))
-    if args.command is None and not args.version:
-        parser.print_help(sys.stderr)
-        raise SystemExit(2)
+    from . import quickparse
+
+    argv = _glue_sort(argv)
+    args = quickparse.parse(argv, COMMANDS, ALIASES)  # plain lines: no argparse to import
+    if args is None:
+        parser = build_parser(only=command_in(argv))
+        args = parser.parse_args(argv)
+        if args.command is None and not args.version:
+            parser.print_help(sys.stderr)
+            raise SystemExit(2)
     if args.command in ALIASES:
         args.command = ALIASES[args.command]
     return args
+
+
+# Commands that run without interrupts.install(): the agent handles its own signals (it ends
+# between two steps); the reads change nothing a signal could leave half-done, so Python's own
+# handling (Ctrl-C: exit 130) is enough and they skip importing `signal`.
+UNGUARDED = frozenset({"agent", "get", "list", "lookup", "info", "validate"})
 
 
 def _run(args) -> int:
@@ -916,7 +936,7 @@ def _run(args) -> int:
     from . import interrupts
     from .node import Node
 
-    if args.command != "agent":  # the agent handles its own signals (it ends between two steps)
+    if args.command not in UNGUARDED:
         interrupts.install()
     os.umask(0o077)  # whatever eveadm (or a tool it runs) writes is its owner's alone
     node = Node(root=args.root)

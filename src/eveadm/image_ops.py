@@ -7,11 +7,11 @@ store itself is eveadm.images.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 
 from . import interrupts, schema
 from .backends import brands
 from .errors import Conflict, EveadmError, NotFound, ValidationError
+from .lazy import contextmanager
 from .store import Record
 
 

@@ -11,9 +11,6 @@ truthful state (see docs/design.md, "Interrupts") and the CLI exits with
 
 from __future__ import annotations
 
-import signal
-from contextlib import contextmanager
-
 from .errors import Interrupted
 
 _received: int | None = None
@@ -21,6 +18,8 @@ _waiting = False
 
 
 def install() -> None:
+    import signal  # here, not above: the engine imports this module on every command, reads included
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _handler)
 
@@ -42,13 +41,15 @@ def check() -> None:
         raise Interrupted(_received)
 
 
-@contextmanager
-def waiting():
-    """A wait that a signal may cut short at once."""
-    global _waiting
-    check()
-    outer, _waiting = _waiting, True
-    try:
-        yield
-    finally:
-        _waiting = outer
+class waiting:
+    """`with waiting():` a wait that a signal may cut short at once. (A class, not a contextlib
+    generator: contextlib's import would weigh on every command.)"""
+
+    def __enter__(self) -> None:
+        global _waiting
+        check()
+        self._outer, _waiting = _waiting, True
+
+    def __exit__(self, *exc) -> None:
+        global _waiting
+        _waiting = self._outer

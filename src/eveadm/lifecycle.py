@@ -12,9 +12,7 @@ backends (eveadm.backends.*) only carry out primitives.
 from __future__ import annotations
 
 import os
-import signal as _signal
 import time
-from contextlib import contextmanager
 
 from . import faults, interrupts, privatedir, schema
 from .backends import CONTAINER, brands
@@ -26,6 +24,7 @@ from .backends.host import BackendContext
 from .errors import (BackendError, Conflict, EveadmError, Interrupted, LiveChangeFailed, LockHeld, NotFound, NotLive,
                      PermanentError, Timeout, UsageError, ValidationError)
 from .image_ops import ImageOps
+from .lazy import contextmanager
 from .network_ops import NETWORKS_LOCK, NetworkOps
 from .store import Record, Store, iso
 
@@ -148,19 +147,20 @@ class Engine(NetworkOps, ImageOps):
         return rec
 
     def resolve(self, ident: str) -> str:
-        """A UUID, or a unique alias, to the domain's UUID."""
-        if schema.UUID_RE.match(ident):
-            if self.store.get(ident) is None:
-                raise NotFound(f"domain {ident} not found")
+        """A UUID, or a unique alias, to the domain's UUID. The store is asked first and the patterns
+        only word a miss (an alias never looks like a UUID): compiling them costs a read's start-up."""
+        if self.store.has(ident):
             return ident
-        if not schema.ALIAS_RE.match(ident):
-            raise UsageError(f"{ident!r} is neither a UUID nor an alias")
         matches = self.store.by_alias(ident)
-        if not matches:
-            raise NotFound(f"no domain with UUID or alias {ident!r}")
+        if len(matches) == 1:
+            return matches[0]
         if len(matches) > 1:
             raise Conflict(f"alias {ident!r} names {len(matches)} domains ({', '.join(matches)}): use the UUID")
-        return matches[0]
+        if schema.UUID_RE.match(ident):
+            raise NotFound(f"domain {ident} not found")
+        if not schema.ALIAS_RE.match(ident):
+            raise UsageError(f"{ident!r} is neither a UUID nor an alias")
+        raise NotFound(f"no domain with UUID or alias {ident!r}")
 
     def lock(self, uuid: str, timeout: float | None = None):
         return self.store.lock(uuid, self.lock_timeout if timeout is None else timeout)
@@ -487,7 +487,7 @@ class Engine(NetworkOps, ImageOps):
             self._boot(rec, activate=True)
             return rec
 
-    def kill(self, ident: str, sig: int = _signal.SIGTERM) -> Record:
+    def kill(self, ident: str, sig: int = 15) -> Record:  # SIGTERM (`signal` is imported only when used)
         uuid = self.resolve(ident)
         with self.lock(uuid):
             rec = self.load(uuid)
@@ -495,7 +495,9 @@ class Engine(NetworkOps, ImageOps):
             if rec.state not in ("running", "paused", "booting", "stopping"):
                 raise Conflict(f"domain {uuid} is {rec.state}: nothing to signal")
             self.backend(rec.brand).kill(self.domain(rec), sig)
-            self._event(rec, "kill", signal=_signal.Signals(sig).name)
+            import signal
+
+            self._event(rec, "kill", signal=signal.Signals(sig).name)
             return rec
 
     # -- delete ---------------------------------------------------------------------------
@@ -634,8 +636,7 @@ class Engine(NetworkOps, ImageOps):
                 st = statuses.get(rec.uuid, Status(ABSENT))
                 if self._disagrees(rec, st):
                     self._settle(rec, st)
-                elif note_ids and st.state in (RUNNING, PAUSED) and (st.domain_id, st.pid) != (
-                        rec.runtime.get("domain_id"), rec.runtime.get("pid")):
+                elif note_ids and st.state in (RUNNING, PAUSED) and (st.domain_id, st.pid) != rec.ids():
                     rec.runtime["domain_id"], rec.runtime["pid"] = st.domain_id, st.pid
 
     @staticmethod

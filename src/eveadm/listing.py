@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from .errors import UsageError
 from .schema import LazyPattern
 
@@ -127,6 +125,8 @@ def parse_filters(args: list[str], what: str = "filter") -> list:
             raise UsageError(f'invalid {what} "{arg}": use field=value or field=~regex')
         check_key(key, what)
         if value.startswith("~"):
+            import re  # only a regex filter pays for it
+
             try:
                 rx = re.compile(value[1:], re.IGNORECASE)
             except re.error as exc:
@@ -148,6 +148,8 @@ def matches(obj: dict, filters) -> bool:
 
 def _sort_key(value):
     # vmadm order (ascending): truthy values, then falsy ones (0, "", false), then absent
+    if value.__class__ is str:  # the common case first: a listing runs this per row and sort field
+        return (0 if value else 1, 1, value)
     if value is _MISSING or value is None:
         return (2, 0, "")
     rank = 0 if value else 1
@@ -157,11 +159,18 @@ def _sort_key(value):
 
 
 def sort_objects(objs: list[dict], fields: list[str]) -> list[dict]:
-    out = list(objs)  # fields are checked by the caller, before anything is read
-    for f in reversed(fields):
-        desc = f.startswith("-")
-        name = f.lstrip("+-")
-        out.sort(key=lambda o: _sort_key(value_at(o, name)), reverse=desc)
+    """Sorted by each field in turn (-field: descending). Fields are checked by the caller, before
+    anything is read. A run of fields in one direction is one sort on a tuple of keys."""
+    out = list(objs)
+    i = len(fields)
+    while i > 0:  # from the last field back, as stable sorts compose
+        desc = fields[i - 1].startswith("-")
+        j = i - 1
+        while j > 0 and fields[j - 1].startswith("-") == desc:
+            j -= 1
+        getters = [_getter(f.lstrip("+-")) for f in fields[j:i]]
+        out.sort(key=lambda o: [_sort_key(get(o)) for get in getters], reverse=desc)
+        i = j
     return out
 
 
@@ -181,19 +190,22 @@ def header_of(field: str) -> tuple[str, int]:
     return LIST_FIELDS[field][:2] if field in LIST_FIELDS else (field.upper(), 20)
 
 
+def _getter(field: str):
+    """A function reading `field` of an object, chosen once: listings call it per row."""
+    return (lambda o: o.get(field, _MISSING)) if "." not in field else (lambda o: value_at(o, field))
+
+
 def format_table(objs: list[dict], columns: list[str], parsable: bool = False, header: bool = True) -> str:
-    # one getter per column, chosen once: a listing of thousands of rows runs this in its inner loop
-    getters = [(lambda o, c=c: o.get(c, MISSING)) if "." not in c else (lambda o, c=c: value_at(o, c))
-               for c in columns]
+    getters = [_getter(c) for c in columns]
     lines = []
     if parsable:
         for o in objs:
-            lines.append(":".join(cell(get(o), True) for get in getters))
+            lines.append(":".join([cell(get(o), True) for get in getters]))
         return "\n".join(lines) + ("\n" if lines else "")
     widths = [header_of(c)[1] for c in columns]
     if header:
         lines.append("  ".join(h.ljust(w) for h, w in zip((header_of(c)[0] for c in columns), widths)).rstrip())
     pairs = list(zip(getters, widths))
     for o in objs:
-        lines.append("  ".join(cell(get(o), False).ljust(w) for get, w in pairs).rstrip())
+        lines.append("  ".join([cell(get(o), False).ljust(w) for get, w in pairs]).rstrip())
     return "\n".join(lines) + ("\n" if lines else "")

@@ -7,10 +7,10 @@ the locks and writes the journal; what is made on the host is eveadm.network.hos
 from __future__ import annotations
 
 import os
-from contextlib import ExitStack, contextmanager
 
 from . import schema
 from .errors import BackendError, Conflict, EveadmError, NotFound
+from .lazy import contextmanager
 from .store import Record
 
 NETWORKS_LOCK = "networks"  # the lock held while any network is added, changed or removed
@@ -70,6 +70,8 @@ class NetworkOps:
     def _nic_networks_held(self, cfg: dict, what: str):
         """Hold the locks of the networks cfg's nics name, and check they still exist, while the record
         is written: a `network delete` (which holds the same lock) then sees the new user or wins."""
+        from contextlib import ExitStack
+
         names = sorted({n.get("network") for n in cfg.get("nics") or [] if isinstance(n, dict)} - {None})
         with ExitStack() as held:
             for name in names:

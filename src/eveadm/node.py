@@ -8,10 +8,10 @@ Conflict, Timeout, BackendError), which the CLI maps to its exit codes.
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 from . import schema
+from .jsontext import dumps
 from .lifecycle import ACTIVE, STOP_LADDER, Engine  # noqa: F401 (STOP_LADDER: for eveadm.metrics)
 from .store import Record, iso
 
@@ -55,12 +55,19 @@ def to_dict(rec: Record) -> dict:
     return out
 
 
+def stored_document(rec: Record) -> str | None:
+    """The `get` text the store keeps with a record. None for a domain with nics: `get` shows the
+    addresses they have now, which only the backend knows."""
+    return None if rec.config.get("nics") else dumps(to_dict(rec))
+
+
 class Node:
     def __init__(self, root: str | os.PathLike | None = None, run_root: str | os.PathLike | None = None,
                  backends: dict | None = None):
         """`backends` maps a brand to a Backend instance to use instead of the registry's (tests)."""
         self.engine = Engine(root or default_root(), run_root or os.environ.get("EVEADM_RUN_ROOT") or None,
                              backends)
+        self.engine.store.document = stored_document
         # whether the last start/stop changed anything (False: it was already running / stopped)
         self.changed = False
 
@@ -100,7 +107,7 @@ class Node:
     def reboot(self, uuid: str, force: bool = False) -> dict:
         return to_dict(self.engine.reboot(uuid, force=force))
 
-    def kill(self, uuid: str, sig: int = signal.SIGTERM) -> dict:
+    def kill(self, uuid: str, sig: int = 15) -> dict:  # SIGTERM
         return to_dict(self.engine.kill(uuid, sig))
 
     def delete(self, uuid: str) -> list[str]:
@@ -130,6 +137,12 @@ class Node:
     def get(self, uuid: str) -> dict:
         return self._shown(self.engine.get(uuid))
 
+    def get_text(self, uuid: str) -> str:
+        """`get` as the JSON text the CLI prints: the copy stored with the record when reading it
+        changed nothing (no JSON decoded or encoded, which is most of a short command's cost)."""
+        rec = self.engine.get(uuid)
+        return rec.stored_document() or dumps(self._shown(rec))
+
     def _shown(self, rec: Record) -> dict:
         """A domain as `get` shows it, with the addresses its nics have now (nics.N.ip)."""
         out = to_dict(rec)
@@ -157,7 +170,8 @@ class Node:
             objs = self._summaries()
         else:
             objs = [listing.add_fake_fields(self._shown(r)) for r in self.engine.list()]
-        objs = [o for o in objs if listing.matches(o, matchers)]
+        if matchers:
+            objs = [o for o in objs if listing.matches(o, matchers)]
         return listing.sort_objects(objs, sort)
 
     def _summaries(self) -> list[dict]:

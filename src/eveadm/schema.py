@@ -12,7 +12,6 @@ existence checks of paths the user points at.
 from __future__ import annotations
 
 import os
-import re
 
 from . import backends
 
@@ -29,6 +28,8 @@ class LazyPattern:
 
     def match(self, text: str):
         if self._compiled is None:
+            import re
+
             self._compiled = re.compile(self.pattern)
         return self._compiled.match(text)
 
@@ -667,6 +668,7 @@ def coerce_cli_value(key: str, text: str):
     """`eveadm update UUID key=value`: turn the string into the property's JSON type.
     A value that does not convert stays a string, so validation names the property."""
     import json
+    import re
 
     if key in INT_PROPS and re.fullmatch(r"-?\d+", text):
         return int(text)

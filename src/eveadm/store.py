@@ -10,21 +10,19 @@ holder writes who it is into the file so a waiter can name it.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import sqlite3
 import sys
 import time
-from contextlib import contextmanager
-
 from . import faults, privatedir
 from .errors import EveadmError, LockHeld, NotFound
+from .lazy import contextmanager
 from .network import EVENT_PREFIX as NETWORK_EVENT_PREFIX
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
-# Each entry migrates from version i to i+1. Append; never edit a shipped step.
+# Each entry migrates from version i to i+1: SQL statements separated by ";", or a tuple of statements
+# (a trigger's body has its own ";"). Append; never edit a shipped step.
 MIGRATIONS = [
     """
     CREATE TABLE domains (
@@ -64,6 +62,17 @@ MIGRATIONS = [
         modified REAL NOT NULL
     );
     """,
+    # 4: the document `get` prints, kept with the record, so a read that changes nothing decodes and
+    # encodes no JSON. Any write that does not set it (an older eveadm, a hand-made UPDATE) clears it.
+    (
+        "ALTER TABLE domains ADD COLUMN shown TEXT",
+        """CREATE TRIGGER domains_shown_stale
+           AFTER UPDATE OF alias, brand, state, config, runtime, backend, created, modified ON domains
+           WHEN NEW.shown IS OLD.shown
+           BEGIN UPDATE domains SET shown = NULL WHERE uuid = NEW.uuid; END""",
+        # what a listing reads, in the order it reads it, without the rows' JSON
+        "CREATE INDEX domains_listing ON domains(created, uuid, alias, brand, state, modified, ram)",
+    ),
 ]
 
 
@@ -97,22 +106,42 @@ class Record:
     use, so reading many records to list a few columns costs no JSON work."""
 
     __slots__ = ("uuid", "alias", "brand", "state", "created", "modified", "_texts", "_config", "_runtime",
-                 "_backend", "_ram")
+                 "_backend", "_ram", "_shown", "_ids")
 
     def __init__(self, uuid, alias, brand, state, config, runtime, backend, created, modified):
         self.uuid, self.alias, self.brand, self.state = uuid, alias, brand, state
         self._config, self._runtime, self._backend = config, runtime, backend
-        self._texts = None  # (config, runtime, backend) JSON as stored, or a function that reads them
+        self._texts = None  # (config, runtime, backend) JSON as stored, or a function of the uuid reading them
         self._ram = None  # the stored ram column, when read with it
+        self._shown = None  # the stored `get` document, when read with it
+        self._ids = None  # (domain_id, pid) from the stored runtime, when read with them
         self.created, self.modified = created, modified
 
     @classmethod
     def from_row(cls, row) -> "Record":
-        u, a, b, s, c, r, be, cr, mo, *ram = row
+        """A record from the columns of Store._COLS, then optionally ram, shown, domain_id, pid."""
+        u, a, b, s, c, r, be, cr, mo, *extra = row
         rec = cls(u, a, b, s, None, None, None, cr, mo)
         rec._texts = (c, r, be)
-        rec._ram = ram[0] if ram else None
+        if extra:
+            rec._ram = extra[0]
+        if len(extra) > 1:
+            rec._shown, rec._ids = extra[1], (extra[2], extra[3])
         return rec
+
+    def untouched(self) -> bool:
+        """Nothing of the stored JSON was decoded (so nothing of it was changed)."""
+        return self._config is None and self._runtime is None and self._backend is None
+
+    def stored_document(self) -> str | None:
+        """The `get` document stored with the record, while it still says what the record does."""
+        return self._shown if self.untouched() else None
+
+    def ids(self) -> tuple:
+        """(domain_id, pid) as recorded, from their stored columns while the runtime is not decoded."""
+        if self._runtime is None and self._ids is not None:
+            return self._ids
+        return self.runtime.get("domain_id"), self.runtime.get("pid")
 
     def replace_with(self, other: "Record") -> None:
         """Take over another (fresher) read of the same domain."""
@@ -120,19 +149,23 @@ class Record:
             setattr(self, name, getattr(other, name))
 
     def _decoded(self, attr: str, index: int):
+        import json
+
         value = getattr(self, attr)
         if value is None:
             if callable(self._texts):  # read with its columns only: fetch the JSON now
-                self._texts = self._texts()
+                self._texts = self._texts(self.uuid)
             value = json.loads(self._texts[index])
             setattr(self, attr, value)
         return value
 
     def text(self, attr: str, index: int) -> str:
         """The JSON to store: the text read when the value was never decoded (so never changed)."""
+        import json
+
         value = getattr(self, attr)
         if value is None and callable(self._texts):
-            self._texts = self._texts()
+            self._texts = self._texts(self.uuid)
         return self._texts[index] if value is None else json.dumps(value)
 
     config = JsonField(0)  # the normalized payload
@@ -153,6 +186,9 @@ class Store:
         self._db: sqlite3.Connection | None = None
         # () -> (most events kept, oldest kept in days; 0 = no bound): read only when pruning
         self.journal_limits = journal_limits or (lambda: (100_000, 0))
+        # record -> the JSON text `get` prints for it, or None: kept with each record written (the
+        # presentation is eveadm.node's; the store only keeps the text)
+        self.document = None
 
     # -- connection and schema ------------------------------------------
     @property
@@ -191,7 +227,8 @@ class Store:
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]  # another process may have won
             for step in range(version, SCHEMA_VERSION):
-                for stmt in MIGRATIONS[step].split(";"):
+                stmts = MIGRATIONS[step]
+                for stmt in stmts.split(";") if isinstance(stmts, str) else stmts:
                     if stmt.strip():
                         db.execute(stmt)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -215,7 +252,8 @@ class Store:
     _COLS = "uuid, alias, brand, state, config, runtime, backend, created, modified"
 
     def get(self, uuid: str) -> Record | None:
-        row = self.db.execute(f"SELECT {self._COLS} FROM domains WHERE uuid=?", (uuid,)).fetchone()
+        row = self.db.execute(f"SELECT {self._COLS}, ram, shown, json_extract(runtime, '$.domain_id'),"
+                              " json_extract(runtime, '$.pid') FROM domains WHERE uuid=?", (uuid,)).fetchone()
         return Record.from_row(row) if row else None
 
     def all(self, columns_only: bool = False) -> list[Record]:
@@ -228,7 +266,7 @@ class Store:
         for u, a, b, s, cr, mo, ram in self.db.execute(
                 "SELECT uuid, alias, brand, state, created, modified, ram FROM domains ORDER BY created, uuid"):
             rec = Record(u, a, b, s, None, None, None, cr, mo)
-            rec._texts = lambda u=u: self._texts_of(u)
+            rec._texts = self._texts_of  # called with the uuid when the JSON is first wanted
             rec._ram = ram
             out.append(rec)
         return out
@@ -239,6 +277,9 @@ class Store:
             raise NotFound(f"domain {uuid} was deleted meanwhile")
         return row
 
+    def has(self, uuid: str) -> bool:
+        return self.db.execute("SELECT 1 FROM domains WHERE uuid=?", (uuid,)).fetchone() is not None
+
     def by_alias(self, alias: str) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT uuid FROM domains WHERE alias=?", (alias,))]
 
@@ -246,13 +287,15 @@ class Store:
         return list(self.db.execute("SELECT uuid, alias FROM domains ORDER BY uuid"))
 
     def insert(self, rec: Record, event: tuple[str, dict] | None = None) -> None:
+        import json
+
         now = time.time()
         rec.created = rec.modified = now
         with self.transaction() as db:
             db.execute(
-                f"INSERT INTO domains ({self._COLS}, ram) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO domains ({self._COLS}, ram, shown) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (rec.uuid, rec.alias, rec.brand, rec.state, json.dumps(rec.config), json.dumps(rec.runtime),
-                 json.dumps(rec.backend), now, now, rec.config.get("ram")),
+                 json.dumps(rec.backend), now, now, rec.config.get("ram"), self._document(rec)),
             )
             if event:
                 self._event(db, now, rec, *event)
@@ -263,13 +306,18 @@ class Store:
         rec.modified = now
         with self.transaction() as db:
             db.execute(
-                "UPDATE domains SET alias=?, state=?, ram=?, config=?, runtime=?, backend=?, modified=? WHERE uuid=?",
+                "UPDATE domains SET alias=?, state=?, ram=?, config=?, runtime=?, backend=?, modified=?, shown=?"
+                " WHERE uuid=?",
                 (rec.alias, rec.state, rec.config.get("ram"), rec.text("_config", 0), rec.text("_runtime", 1),
-                 rec.text("_backend", 2), now, rec.uuid),
+                 rec.text("_backend", 2), now, self._document(rec), rec.uuid),
             )
+            rec._shown = None  # what it was read with is out of date
             for etype, data in events:
                 self._event(db, now, rec, etype, data)
         faults.point("store.save")
+
+    def _document(self, rec: Record) -> str | None:
+        return self.document(rec) if self.document is not None else None
 
     def remove(self, rec: Record, event: tuple[str, dict]) -> None:
         now = time.time()
@@ -281,13 +329,19 @@ class Store:
     # -- networks -------------------------------------------------------------
     # A network's journal entries carry "network:NAME" where a domain's carry its uuid.
     def network(self, name: str) -> dict | None:
+        import json
+
         row = self.db.execute("SELECT config FROM networks WHERE name=?", (name,)).fetchone()
         return json.loads(row[0]) if row else None
 
     def networks(self) -> list[dict]:
+        import json
+
         return [json.loads(r[0]) for r in self.db.execute("SELECT config FROM networks ORDER BY name")]
 
     def network_insert(self, cfg: dict, event: tuple[str, dict]) -> None:
+        import json
+
         now = time.time()
         with self.transaction() as db:
             db.execute("INSERT INTO networks (name, type, config, created, modified) VALUES (?,?,?,?,?)",
@@ -296,6 +350,8 @@ class Store:
         faults.point("store.network_insert")
 
     def network_save(self, cfg: dict, event: tuple[str, dict]) -> None:
+        import json
+
         now = time.time()
         with self.transaction() as db:
             db.execute("UPDATE networks SET config=?, modified=? WHERE name=?", (json.dumps(cfg), now, cfg["name"]))
@@ -314,6 +370,8 @@ class Store:
         self._append(db, now, rec.uuid, rec.alias, etype, data)
 
     def _append(self, db, now, uuid, alias, etype, data) -> None:
+        import json
+
         cur = db.execute("INSERT INTO events (time, uuid, alias, type, data) VALUES (?,?,?,?,?)",
                          (now, uuid, alias, etype, json.dumps(data)))
         if cur.lastrowid % self.PRUNE_EVERY == 0:  # now and then, in the same transaction: keep it bounded
@@ -334,6 +392,8 @@ class Store:
             self._append(db, time.time(), uuid, alias, etype, data)
 
     def events(self, after_id: int = 0, uuid: str | None = None, limit: int = 10000) -> list[dict]:
+        import json
+
         sql = "SELECT id, time, uuid, alias, type, data FROM events WHERE id > ?"
         args: list = [after_id]
         if uuid:
@@ -359,6 +419,9 @@ class Store:
     @contextmanager
     def lock(self, uuid: str, timeout: float, what: str = ""):
         """Hold the domain's lock; wait up to `timeout` s, then raise LockHeld naming the holder."""
+        import fcntl  # here and below: reads take no lock, and every import weighs on them
+        import json
+
         path = self.lock_path(uuid)
         privatedir.ensure(os.path.dirname(path))
         deadline = time.monotonic() + timeout
@@ -403,6 +466,8 @@ class Store:
             pass  # doctor finds what is left
 
     def is_locked(self, uuid: str) -> bool:
+        import fcntl
+
         try:
             fd = privatedir.open_private(self.lock_path(uuid), os.O_RDWR)
         except FileNotFoundError:
@@ -417,6 +482,8 @@ class Store:
 
     @staticmethod
     def _holder(path: str) -> str:
+        import json
+
         try:
             with os.fdopen(privatedir.open_private(path, os.O_RDONLY), encoding="utf-8") as fh:
                 h = json.loads(fh.read() or "{}")

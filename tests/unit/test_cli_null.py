@@ -258,9 +258,9 @@ def complete(cli, line: str, env=None) -> list[str]:
 def test_completion_follows_the_parser_and_the_named_root(cli, tmp_path):
     assert {"create", "lookup", "doctor", "completion"} <= set(complete(cli, "eveadm "))
     assert "--timeout" in complete(cli, "eveadm stop --t")      # options come from the parser itself
-    dom = cli.create({"brand": "null", "alias": "compl"})
+    dom = cli.create({"brand": "null", "alias": "kompl"})  # k: no UUID starts with it
     offered = complete(cli, f"eveadm --root {cli.root} stop ")
-    assert dom["uuid"] in offered and "compl" in offered
+    assert dom["uuid"] in offered and "kompl" in offered
     other = tmp_path / "other"
-    assert complete(cli, "eveadm stop c", env={"EVEADM_ROOT": str(other)}) == []   # another root: not offered
-    assert complete(cli, "eveadm stop c", env={"EVEADM_ROOT": str(cli.root)}) == ["compl"]
+    assert complete(cli, "eveadm stop k", env={"EVEADM_ROOT": str(other)}) == []   # another root: not offered
+    assert complete(cli, "eveadm stop k", env={"EVEADM_ROOT": str(cli.root)}) == ["kompl"]

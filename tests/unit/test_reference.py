@@ -151,6 +151,7 @@ def test_the_build_writes_the_man_page_and_installs_it_in_share_man8(tmp_path):
     for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(TOP / name, tree / name)
     shutil.copytree(TOP / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(TOP / "bin", tree / "bin")
     proc = subprocess.run([sys.executable, "setup.py", "-q", "install_data", "--install-dir", str(tmp_path / "prefix")],
                           cwd=tree, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -64,10 +64,11 @@ class BrandFacts:
         return capability in self.capabilities
 
     def backend_class(self) -> "type[Backend]":
-        import importlib
+        import sys
 
         module, _, name = self.target.partition(":")
-        return getattr(importlib.import_module(module), name)
+        __import__(module)  # not importlib.import_module: importing importlib (and warnings) costs every command
+        return getattr(sys.modules[module], name)
 
     def __repr__(self) -> str:
         return f"BrandFacts({self.name!r}, {self.type_code!r}, {self.family!r})"

@@ -30,9 +30,6 @@ in the registry, `eveadm.backends`.
 
 from __future__ import annotations
 
-import json
-import signal as _signal
-
 from ..errors import NotLive, NotSupported
 from .host import wait_until
 
@@ -190,6 +187,8 @@ class Backend:
 
     def render(self, dom: Domain) -> str:
         """Text of the artefact create would use (xl cfg, QEMU argv, config.json, rkt argv + env)."""
+        import json
+
         return json.dumps(dom.config, indent=2, sort_keys=True)
 
     # -- lifecycle primitives ----------------------------------------------
@@ -258,7 +257,7 @@ class Backend:
         raise NotSupported(f"brand {self.brand} cannot remove {orphan.describe()}")
 
     # -- optional (the brand's capabilities in the registry say which it has) --
-    def kill(self, dom: Domain, sig: int = _signal.SIGKILL) -> None:
+    def kill(self, dom: Domain, sig: int = 9) -> None:  # SIGKILL
         raise NotSupported(f"brand {self.brand} cannot send signals")
 
     def console(self, dom: Domain) -> int:

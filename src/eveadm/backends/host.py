@@ -5,7 +5,6 @@ Nothing here knows about domains' lifecycle; the contract is in `base.py`.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -55,6 +54,8 @@ class BackendContext:
         if self._settings is None:
             try:
                 fd = privatedir.open_private(os.path.join(self.root_dir, "config.json"), os.O_RDONLY)
+                import json  # only when there is a config.json: json's import is not free
+
                 with os.fdopen(fd, encoding="utf-8") as fh:
                     self._settings = json.load(fh)
             except FileNotFoundError:
@@ -134,6 +135,8 @@ class BackendContext:
     def log_command(self, argv, env, rc, started) -> None:
         """Append one command to the command log (run() does this; a caller that must start a
         process itself, e.g. with an inherited pipe, calls it directly)."""
+        import json
+
         entry = {"time": started, "argv": argv, "rc": rc}
         if env:
             entry["env"] = {k: str(v) for k, v in env.items()}

@@ -14,8 +14,6 @@ Test hooks (also a tiny CLI: `python -m eveadm.backends.null --root R UUID ACTIO
 
 from __future__ import annotations
 
-import json
-import signal
 import os
 import sqlite3
 
@@ -47,6 +45,8 @@ class NullBackend(Backend):
                                (uuid,)).fetchone()
 
     def _behaviour(self, uuid) -> dict:
+        import json
+
         row = self.db.execute("SELECT behaviour FROM sim WHERE uuid=?", (uuid,)).fetchone()
         return json.loads(row[0]) if row else {}
 
@@ -63,6 +63,8 @@ class NullBackend(Backend):
         behaviour = self._behaviour(dom.uuid)
         failures = int(behaviour.get("fail_create", 0))
         if failures > 0:
+            import json
+
             behaviour["fail_create"] = failures - 1
             self._set(dom.uuid, state=None, behaviour=json.dumps(behaviour))
             raise BackendError("null: simulated create failure (fail_create)")
@@ -89,7 +91,9 @@ class NullBackend(Backend):
     def destroy(self, dom: Domain, timeout: float = 10) -> None:
         self._set(dom.uuid, state=None, domid=None)
 
-    def kill(self, dom: Domain, sig: int = signal.SIGKILL) -> None:
+    def kill(self, dom: Domain, sig: int = 9) -> None:  # SIGKILL
+        import signal
+
         row = self._row(dom.uuid)
         if not row or row[0] not in (RUNNING, PAUSED):
             raise BackendError("null: domain is not running")
@@ -99,8 +103,11 @@ class NullBackend(Backend):
         wanted = {d.uuid for d in doms}
         out = {}
         if wanted:
-            rows = self.db.execute("SELECT uuid, state, domid, exit_status, error FROM sim WHERE state IS NOT NULL")
-            for uuid, state, domid, exit_status, error in rows:
+            query, params = "SELECT uuid, state, domid, exit_status, error FROM sim WHERE state IS NOT NULL", ()
+            if len(wanted) <= 64:  # a few (`get`): by key; many (`list`): one scan
+                params = tuple(wanted)
+                query += f" AND uuid IN ({','.join('?' * len(params))})"
+            for uuid, state, domid, exit_status, error in self.db.execute(query, params):
                 if uuid in wanted:
                     out[uuid] = Status(state, domain_id=domid, exit_status=exit_status, error=error)
         for uuid in wanted - out.keys():
@@ -118,6 +125,8 @@ class NullBackend(Backend):
 
     # -- test hooks -------------------------------------------------------------
     def behave(self, uuid: str, **behaviour) -> None:
+        import json
+
         self.db.execute("INSERT OR IGNORE INTO sim (uuid) VALUES (?)", (uuid,))
         current = self._behaviour(uuid)
         current.update(behaviour)

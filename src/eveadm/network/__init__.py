@@ -13,7 +13,6 @@ The host side (bridges, dnsmasq, nft) is in `eveadm.network.host`; payload check
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 
@@ -51,6 +50,8 @@ def _read(root: str, name: str | None):
         return []
     finally:
         db.close()
+    import json  # here: most commands never get this far, and json's import is not free
+
     return [json.loads(r[0]) for r in rows]
 
 
