@@ -191,7 +191,9 @@ class ImageOps:
 
         with self._images_lock():
             digest, entry = self._image_resolve(ref)
-            name = None if ref.startswith("sha256:") or spec.DIGEST_PREFIX_RE.match(ref) else spec.normalize_name(ref)
+            # named by its digest (or a prefix of it, as resolve reads one first), else by one of its names
+            by_digest = ref.startswith("sha256:") or digest.startswith("sha256:" + ref)
+            name = None if by_digest else spec.normalize_name(ref)
             users = self.image_users().get(digest, [])
             if name and len(entry.get("names") or []) > 1:
                 from .images import read_catalog

@@ -85,3 +85,20 @@ def open_private(path: str, flags: int, mode: int = 0o600) -> int:
         if exc.errno == 40:  # ELOOP: the file is a symbolic link
             raise UnsafeDirectory(f"refusing {path}: it is a symbolic link") from None
         raise
+
+
+def write_private(path, data: str | bytes, *, sync: bool = False) -> None:
+    """Replace the file at `path` with `data` at once (a temporary file renamed over it), owner-only
+    (0600 even where an older file had another mode), never through a symbolic link; with `sync`,
+    on disk before the rename."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        os.fchmod(fd, 0o600)  # O_CREAT keeps the mode of a file a killed writer left
+        os.write(fd, data.encode() if isinstance(data, str) else data)
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

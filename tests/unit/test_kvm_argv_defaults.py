@@ -91,6 +91,13 @@ def test_a_cdrom_without_a_model_is_a_sata_cdrom_on_q35s_ahci(ctx, tmp_path):
     assert "ide-cd,bus=ide.0,unit=0,drive=drive0,id=disk0" in pc
 
 
+@pytest.mark.parametrize("machine,second", [("q35", "bus=ide.1"), ("pc-q35-7.2", "bus=ide.1"),
+                                            ("pc", "bus=ide.0,unit=1"), ("pc-i440fx-7.2", "bus=ide.0,unit=1")])
+def test_versioned_machine_names_get_their_family_s_ide_layout(ctx, machine, second):
+    devices = values(groups(ctx, accel="tcg", machine=machine, disks=[{"size": 1, "model": "ide"}] * 2), "-device")
+    assert f"ide-hd,{second},drive=drive1,id=disk1" in devices
+
+
 def test_the_seed_is_sata_for_a_guest_that_boots_from_ide_else_virtio_scsi(ctx):
     seed = {"cloud_init": {"user_data": "#cloud-config\n"}}
     ide = values(groups(ctx, accel="tcg", disks=[{"size": 1, "model": "ide"}], **seed), "-device")
@@ -109,6 +116,8 @@ def test_more_ide_disks_than_the_machine_has_ports_are_refused(ctx):
     assert "machine q35 has 6 IDE/SATA ports" in backend.validate(seven)[0][1]
     five_on_pc = make_dom(ctx, machine="pc", disks=[{"size": 1, "model": "ide"} for _ in range(5)]).config
     assert "machine pc has 4 IDE/SATA ports" in backend.validate(five_on_pc)[0][1]
+    five_on_i440fx = make_dom(ctx, machine="pc-i440fx-7.2", disks=[{"size": 1, "model": "ide"} for _ in range(5)])
+    assert "machine pc-i440fx-7.2 has 4 IDE/SATA ports" in backend.validate(five_on_i440fx.config)[0][1]
 
 
 def test_fml_without_firmware_boots_the_hosts_ovmf_with_its_own_variables(ctx):

@@ -81,3 +81,23 @@ def test_a_lock_file_swapped_for_a_symlink_writes_nothing_through_it(cli, tmp_pa
     proc = cli("stop", dom["uuid"])
     assert proc.returncode == 1 and "symbolic link" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["root", "victim"]   # nothing made through it
+
+
+def test_files_are_written_owner_only_whatever_the_umask_and_never_through_a_symlink(tmp_path):
+    from eveadm import privatedir
+
+    old = os.umask(0)  # as the Python API may run: eveadm's CLI sets 077, a library caller may not
+    try:
+        target = tmp_path / "conf.json"
+        target.write_text("old")
+        os.chmod(target, 0o644)
+        privatedir.write_private(target, '{"new": 1}')
+        assert target.read_text() == '{"new": 1}' and stat.S_IMODE(os.stat(target).st_mode) == 0o600
+        victim = tmp_path / "victim"
+        victim.write_text("untouched")
+        (tmp_path / f"link.tmp-{os.getpid()}").symlink_to(victim)  # a planted temporary file
+        with pytest.raises(privatedir.UnsafeDirectory):
+            privatedir.write_private(tmp_path / "link", "x")
+        assert victim.read_text() == "untouched"
+    finally:
+        os.umask(old)

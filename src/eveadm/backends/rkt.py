@@ -36,6 +36,7 @@ import shlex
 from pathlib import Path
 from typing import Iterable
 
+from .. import privatedir
 from ..errors import BackendError, BackendUnavailable
 from .base import ABSENT, CRASHED, FORCED, PAUSED, SHUTDOWN, SHUTDOWN_KINDS, Domain, Status
 from .host import last_output_line, which
@@ -139,12 +140,7 @@ class RktBackend(XenBackend):
         super().prepare(dom)
         env = self.pod_env(dom.config)
         if env:
-            path = self.env_file(dom)
-            tmp = path.with_name(path.name + ".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write("".join(f"{k}={v}\n" for k, v in env.items()))
-            os.replace(tmp, path)
+            privatedir.write_private(self.env_file(dom), "".join(f"{k}={v}\n" for k, v in env.items()))
 
     def create_paused(self, dom: Domain) -> Status:
         failed_earlier = self._remove_exited_pod(dom)  # a previous try's pod (the engine retries create)

@@ -25,7 +25,7 @@ import os
 import shutil
 import time
 
-from .. import faults, interrupts
+from .. import faults, interrupts, privatedir
 from ..backends.host import logrus_message
 from ..errors import BackendError, BackendUnavailable, EveadmError, Interrupted, NotFound, PermanentError
 from . import DISK, OCI, blob_path, disk_path, images_dir, layout_dir, layout_ref, partial_dir, read_catalog
@@ -46,21 +46,12 @@ def _iso(t: float) -> str:
 
 
 def _private_dir(path: str) -> str:
-    from .. import privatedir
-
     return privatedir.ensure(path)
 
 
 def _write_json(path: str, obj) -> None:
     """Write atomically (a temporary file renamed over the old one), owner-only, synced first."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    privatedir.write_private(path, json.dumps(obj, indent=1, sort_keys=True) + "\n", sync=True)
 
 
 def sha256_file(path: str) -> str:

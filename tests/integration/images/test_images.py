@@ -220,6 +220,16 @@ def test_import_checks_the_sha256_before_anything_is_listed(icli, root, tmp_path
     assert icli.json("image", "get", "disk:1")["domains"] == []
 
 
+def test_a_name_of_hex_digits_names_the_image_it_was_given_to(icli, tmp_path):
+    path, digest = disk_file(tmp_path, "HEX-name")
+    hexname = "0123456789abcdef"  # looks like a digest prefix; no digest starts with it
+    assert not digest.startswith(hexname)
+    icli.ok("image", "import", str(path), "--sha256", digest, "--name", hexname)
+    icli.ok("image", "import", str(path), "--sha256", digest, "--name", "other:1")
+    icli.ok("image", "delete", hexname)  # that name goes; the image and its other name stay
+    assert icli.json("image", "get", "other:1")["names"] == ["other:1"]
+
+
 def test_a_vm_boots_from_an_imported_disk_image_on_a_throwaway_overlay(icli, root, tmp_path):
     guest = ARTIFACTS / "guest"
     path, digest = disk_file(tmp_path, "ORIG-image")

@@ -91,15 +91,10 @@ def _rmtree(path, ignore_errors: bool = False) -> None:
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically, owner-only (0600: config.json holds the payload's env)."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # a file left by an older eveadm keeps its mode through O_CREAT
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    """Owner-only, replaced at once: config.json holds the payload's env."""
+    from ... import privatedir
+
+    privatedir.write_private(path, text)
 
 
 def _private_dir(path: Path) -> None:

@@ -26,6 +26,7 @@ import json
 import os
 from pathlib import Path
 
+from ... import privatedir
 from ...errors import BackendError, PermanentError
 
 TYPE_CHECKING = False  # hashlib and ipaddress cost `list` start-up: imported where they are used
@@ -248,9 +249,7 @@ def write_conf(run_dir, ifname: str, conf: dict) -> Path:
     d = conf_dir(run_dir)
     d.mkdir(mode=0o700, exist_ok=True)
     path = d / f"{ifname}.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(conf))
-    os.replace(tmp, path)
+    privatedir.write_private(path, json.dumps(conf))
     return path
 
 

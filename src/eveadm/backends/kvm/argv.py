@@ -201,6 +201,15 @@ def is_q35(cfg: dict) -> bool:
     return machine == "q35" or machine.startswith("pc-q35")
 
 
+def ide_controller(cfg: dict) -> str | None:
+    """The IDE_PORTS key of the machine's IDE/SATA controller: "q35" (AHCI) for q35 and pc-q35-*,
+    "pc" (PIIX) for pc and pc-i440fx-*; None for a machine eveadm knows no layout of."""
+    if is_q35(cfg):
+        return "q35"
+    machine = str(cfg.get("machine", "q35"))
+    return "pc" if machine == "pc" or machine.startswith("pc-") else None
+
+
 def cpu_model(cfg: dict, accel: str) -> str | None:
     """KVM runs the host's CPU model. A fml guest (one that gets a GPU, say) is not told it runs
     under KVM, as EVE does: NVIDIA's Windows driver refused to start under a hypervisor it saw."""
@@ -275,7 +284,7 @@ def disk_args(dom: Domain) -> list[list[str]]:
             bootindex += 1
         if model == "ide":
             # q35's AHCI has six one-unit buses ide.0-5; pc's PIIX has ide.0-1 with two units each
-            if dom.config.get("machine", "q35") == "q35":
+            if ide_controller(dom.config) == "q35":
                 where = f"bus=ide.{ide}"
             else:
                 where = f"bus=ide.{ide // 2},unit={ide % 2}"

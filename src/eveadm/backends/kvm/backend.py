@@ -109,7 +109,7 @@ class KvmBackend(Backend):
                                                  f"{path} is missing: {qemu_argv.OVMF_HINT}, or give firmware"))
                     break
         machine = str(config.get("machine", "q35"))
-        ports = qemu_argv.IDE_PORTS.get("q35" if qemu_argv.is_q35(config) else machine)
+        ports = qemu_argv.IDE_PORTS.get(qemu_argv.ide_controller(config))
         taken = qemu_argv.ide_count(config, cloudinit.wanted(config))
         if ports is not None and taken > ports:
             problems.append(("disks", f"machine {machine} has {ports} IDE/SATA ports; the ide disks and cdroms "
@@ -706,17 +706,13 @@ def _ovmf_vars(template: str, path: Path) -> None:
     except OSError as exc:
         raise PermanentError(f"OVMF variable store {template} cannot be read: {exc.strerror} "
                              f"({qemu_argv.OVMF_HINT})") from None
-    part = path.with_name(path.name + ".part")
-    with os.fdopen(privatedir.open_private(str(part), os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as fh:
-        fh.write(data)
-    os.replace(part, path)
+    privatedir.write_private(path, data)
 
 
 def _write_private(path: Path, text: str) -> None:
     from ... import privatedir
 
-    with os.fdopen(privatedir.open_private(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w") as fh:
-        fh.write(text)
+    privatedir.write_private(path, text)
 
 
 def _socket_dir_owner(path: Path) -> str | None:
