@@ -17,7 +17,6 @@ import time
 from . import faults, privatedir
 from .errors import EveadmError, LockHeld, NotFound
 from .lazy import contextmanager
-from .network import EVENT_PREFIX as NETWORK_EVENT_PREFIX
 
 SCHEMA_VERSION = 4
 
@@ -74,6 +73,13 @@ MIGRATIONS = [
         "CREATE INDEX domains_listing ON domains(created, uuid, alias, brand, state, modified, ram)",
     ),
 ]
+
+
+def _network_key(name: str) -> str:
+    """What a network's journal entries carry where a domain's carry its uuid."""
+    from .network import EVENT_PREFIX  # here: no read of domains needs the network package
+
+    return EVENT_PREFIX + name
 
 
 def iso(ts: float | None) -> str | None:
@@ -346,7 +352,7 @@ class Store:
         with self.transaction() as db:
             db.execute("INSERT INTO networks (name, type, config, created, modified) VALUES (?,?,?,?,?)",
                        (cfg["name"], cfg["type"], json.dumps(cfg), now, now))
-            self._append(db, now, NETWORK_EVENT_PREFIX + cfg["name"], cfg["name"], *event)
+            self._append(db, now, _network_key(cfg["name"]), cfg["name"], *event)
         faults.point("store.network_insert")
 
     def network_save(self, cfg: dict, event: tuple[str, dict]) -> None:
@@ -355,14 +361,14 @@ class Store:
         now = time.time()
         with self.transaction() as db:
             db.execute("UPDATE networks SET config=?, modified=? WHERE name=?", (json.dumps(cfg), now, cfg["name"]))
-            self._append(db, now, NETWORK_EVENT_PREFIX + cfg["name"], cfg["name"], *event)
+            self._append(db, now, _network_key(cfg["name"]), cfg["name"], *event)
         faults.point("store.network_save")
 
     def network_remove(self, name: str, event: tuple[str, dict]) -> None:
         now = time.time()
         with self.transaction() as db:
             db.execute("DELETE FROM networks WHERE name=?", (name,))
-            self._append(db, now, NETWORK_EVENT_PREFIX + name, name, *event)
+            self._append(db, now, _network_key(name), name, *event)
         faults.point("store.network_remove")
 
     # -- events ---------------------------------------------------------------
