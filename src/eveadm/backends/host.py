@@ -209,6 +209,15 @@ def pid_alive(pid: int | None) -> bool:
         return False
 
 
+def proc_argv(pid: int) -> list[bytes]:
+    """A process's argv from /proc/PID/cmdline; [] when it is gone (or a kernel thread)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().split(b"\0")[:-1]  # each argument ends with a NUL
+    except OSError:
+        return []
+
+
 def wait_until(predicate, timeout: float, first: float = 0.005, cap: float = 0.1) -> bool:
     """Poll `predicate` quickly (5 ms, doubling to 100 ms) until true or `timeout` passes."""
     deadline = time.monotonic() + timeout

@@ -19,7 +19,7 @@ import os
 import signal
 
 from .. import privatedir
-from ..backends.host import BackendContext, pid_alive, wait_until, which
+from ..backends.host import BackendContext, pid_alive, proc_argv, wait_until, which
 from ..errors import BackendError, BackendUnavailable
 from . import BRIDGE_PREFIX, pools, root_of, state_dir
 from .spec import IFNAME_RE, NAME_RE
@@ -165,11 +165,7 @@ def dnsmasq_argv(root, cfg: dict) -> list[str]:
 
 
 def _cmdline(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return [part.decode(errors="replace") for part in fh.read().split(b"\0") if part]
-    except OSError:
-        return []
+    return [part.decode(errors="replace") for part in proc_argv(pid)]
 
 
 def _is_our_dnsmasq(pid: int, pidfile: str) -> bool:

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from ...errors import BackendError, BackendUnavailable
-from ..host import last_line, logrus_message, which
+from ..host import last_line, logrus_message, pid_alive, proc_argv, which
 
 INSTALL_HINT = "brand container needs conmon: apt-get install conmon"
 HANDSHAKE_TIMEOUT = 60  # s: conmon answers once `<runtime> create` has returned
@@ -181,13 +181,11 @@ def conmon_alive(files: RunFiles, cid: str) -> int | None:
     """conmon's pid while the monitor of this run is alive (checked against its command line)."""
     try:
         pid = int(files.conmon_pid.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        with open(f"/proc/{pid}/stat") as fh:
-            zombie = fh.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, ValueError, IndexError):
+    except (OSError, ValueError):
         return None
-    if zombie or os.path.basename(cmdline[0]) != b"conmon" or cid.encode() not in cmdline:
-        return None
+    argv = proc_argv(pid)
+    if not argv or os.path.basename(argv[0]) != b"conmon" or cid.encode() not in argv or not pid_alive(pid):
+        return None  # gone, a zombie, or the pid is another process's now
     return pid
 
 

@@ -19,6 +19,8 @@ import os
 import re
 import signal
 
+from ..host import proc_argv
+
 CGROUP_PARENT = "eveadm"  # the container's cgroupsPath is /eveadm/<uuid> (see backend._spec)
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _OCTAL = re.compile(r"\\([0-7]{3})")
@@ -137,18 +139,10 @@ def remove_cgroups(paths: list[str]) -> list[str]:
 
 
 # -- monitors ------------------------------------------------------------------------------
-def _cmdline(pid: int) -> list[bytes]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return fh.read().split(b"\0")
-    except OSError:
-        return []
-
-
 def monitor_uuid(pid: int, run_root: str) -> str | None:
     """The domain UUID of a conmon that eveadm started under `run_root` (its --persist-dir is
     <run_root>/<uuid> and its --cid the same UUID), else None."""
-    args = _cmdline(pid)
+    args = proc_argv(pid)
     if not args or os.path.basename(args[0]) != b"conmon":
         return None
     try:

@@ -60,7 +60,7 @@ from typing import Iterable
 
 from ...errors import BackendError, BackendUnavailable, EveadmError, PermanentError
 from ..base import ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN, Backend, Domain, Orphan, Status
-from ..host import last_output_line, pid_alive, wait_until, which
+from ..host import last_output_line, pid_alive, proc_argv, wait_until, which
 from ..vm import cloudinit, disks, pci
 from ..vm.kernel import not_a_kernel
 from . import argv as qemu_argv
@@ -324,12 +324,8 @@ class KvmBackend(Backend):
         return pid_alive(pid) and self._is_ours(dom, pid)
 
     def _is_ours(self, dom: Domain, pid: int) -> bool:
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                cmdline = fh.read()
-        except OSError:
-            return False
-        return os.fsencode(esc(self._sock(dom))) in cmdline
+        sock = os.fsencode(esc(self._sock(dom)))
+        return any(sock in arg for arg in proc_argv(pid))
 
     # -- status ---------------------------------------------------------------
     def status(self, doms: Iterable[Domain]) -> dict[str, Status]:
@@ -497,8 +493,8 @@ class KvmBackend(Backend):
         run_root = os.path.abspath(self.ctx.run_root_dir)
         if orphan.kind == "process":
             pid = int(orphan.ident)
-            argv = _cmdline(pid)
-            if argv is None or _domain_of(argv, run_root) != orphan.uuid:
+            argv = proc_argv(pid)
+            if not argv or _domain_of(argv, run_root) != orphan.uuid:
                 return  # gone already, or the pid now belongs to another process: nothing of ours
             try:
                 os.kill(pid, _signal.SIGKILL)
@@ -748,19 +744,11 @@ def _remove_socket_dir(path: Path, run_dir: str) -> None:
         pass
 
 
-def _cmdline(pid: int) -> list[bytes] | None:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return fh.read().split(b"\0")
-    except OSError:
-        return None
-
-
 def _qemu_processes():
     """(pid, argv) of every QEMU process on the host."""
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            argv = _cmdline(int(entry))
+            argv = proc_argv(int(entry))
             if argv and os.path.basename(argv[0]).startswith(b"qemu-system") and pid_alive(int(entry)):
                 yield int(entry), argv
 
