@@ -37,15 +37,13 @@ if [ -n "$missing" ]; then
   echo "setup: installing$missing"
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
-  case "$missing" in  # its package enables a registry on every address, port 5000: not wanted on a node
-    *docker-registry*) [ -d /run/systemd/system ] && systemctl disable --now docker-registry.service || true;;
-  esac
-  case "$missing" in  # likewise its Prometheus server on :9090: the tests run their own
-    *prometheus*) [ -d /run/systemd/system ] && systemctl disable --now prometheus.service || true;;
-  esac
-  case "$missing" in  # and the sshd on :22 that installing it starts: nothing here uses it
-    *openssh-server*) [ -d /run/systemd/system ] && systemctl disable --now ssh.service || true;;
-  esac
+  # services these packages start on install, on every address: a registry on :5000, Prometheus on
+  # :9090, sshd on :22. Not wanted on a node; the demo and the tests start their own on loopback.
+  for pkg_service in docker-registry:docker-registry prometheus:prometheus openssh-server:ssh; do
+    case " $missing " in
+      *" ${pkg_service%%:*} "*) [ -d /run/systemd/system ] && systemctl disable --now "${pkg_service#*:}.service" || true;;
+    esac
+  done
 fi
 # build scripts need an up-to-date package index for `apt-get download`
 if [ -z "$(ls /var/lib/apt/lists/ 2>/dev/null | grep -v -e lock -e partial)" ]; then apt-get update -q; fi
