@@ -12,6 +12,7 @@ truthful state (see docs/design.md, "Interrupts") and the CLI exits with
 from __future__ import annotations
 
 from .errors import Interrupted
+from .lazy import contextmanager
 
 _received: int | None = None
 _waiting = False
@@ -41,15 +42,13 @@ def check() -> None:
         raise Interrupted(_received)
 
 
-class waiting:
-    """`with waiting():` a wait that a signal may cut short at once. (A class, not a contextlib
-    generator: contextlib's import would weigh on every command.)"""
-
-    def __enter__(self) -> None:
-        global _waiting
-        check()
-        self._outer, _waiting = _waiting, True
-
-    def __exit__(self, *exc) -> None:
-        global _waiting
-        _waiting = self._outer
+@contextmanager
+def waiting():
+    """A wait that a signal may cut short at once."""
+    global _waiting
+    check()
+    outer, _waiting = _waiting, True
+    try:
+        yield
+    finally:
+        _waiting = outer

@@ -14,6 +14,7 @@ import os
 import sqlite3
 import sys
 import time
+
 from . import faults, privatedir
 from .errors import EveadmError, LockHeld, NotFound
 from .lazy import contextmanager

@@ -45,10 +45,6 @@ def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-def _private_dir(path: str) -> str:
-    return privatedir.ensure(path)
-
-
 def _write_json(path: str, obj) -> None:
     """Write atomically (a temporary file renamed over the old one), owner-only, synced first."""
     privatedir.write_private(path, json.dumps(obj, indent=1, sort_keys=True) + "\n", sync=True)
@@ -71,7 +67,7 @@ class Staging:
     def __init__(self, root, kind: str):
         import tempfile
 
-        parent = _private_dir(partial_dir(root))
+        parent = privatedir.ensure(partial_dir(root))
         self.path = tempfile.mkdtemp(prefix=f"{kind}-", dir=parent)
         self._fd = os.open(os.path.join(self.path, ".lock"), os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
@@ -486,8 +482,8 @@ def _index(root, catalog: dict) -> dict:
 
 def save(root, catalog: dict) -> None:
     """index.json (what umoci and skopeo read), then the catalogue: the commit point."""
-    layout = _private_dir(layout_dir(root))
-    _private_dir(os.path.join(layout, "blobs", "sha256"))
+    layout = privatedir.ensure(layout_dir(root))
+    privatedir.ensure(os.path.join(layout, "blobs", "sha256"))
     path = os.path.join(layout, "oci-layout")
     if not os.path.exists(path):
         _write_json(path, {"imageLayoutVersion": "1.0.0"})
@@ -504,7 +500,7 @@ def commit(root, staged: Staged, name: str | None) -> tuple[dict, bool]:
     catalog = read_catalog(root)
     faults.point("image.commit")
     if staged.entry["kind"] == OCI:
-        _private_dir(os.path.join(layout_dir(root), "blobs", "sha256"))
+        privatedir.ensure(os.path.join(layout_dir(root), "blobs", "sha256"))
         for digest, path in staged.files.items():
             target = blob_path(root, digest)
             if not os.path.exists(target):
@@ -514,7 +510,7 @@ def commit(root, staged: Staged, name: str | None) -> tuple[dict, bool]:
                 except FileExistsError:
                     pass
     else:
-        _private_dir(os.path.dirname(disk_path(root, staged.digest)))
+        privatedir.ensure(os.path.dirname(disk_path(root, staged.digest)))
         target = disk_path(root, staged.digest)
         if not os.path.exists(target):
             os.link(staged.files[staged.digest], target)
@@ -625,7 +621,7 @@ def unpack(ctx, digest: str, what: str | None = None) -> str:
         if rc != 0:
             report.finish(0, ok=False)
             raise PermanentError(f"umoci unpack of image {what or digest} failed: {_tool_message(err)}")
-        _private_dir(os.path.dirname(target))
+        privatedir.ensure(os.path.dirname(target))
         faults.point("image.unpack.rename")
         try:
             os.rename(bundle, target)

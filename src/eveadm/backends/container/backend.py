@@ -62,6 +62,7 @@ import sys
 import time
 from pathlib import Path
 
+from ... import privatedir
 from ...errors import BackendError, BackendUnavailable, LiveChangeFailed, NotSupported, PermanentError
 
 TYPE_CHECKING = False  # typing costs create's start-up; annotations are never evaluated
@@ -88,13 +89,6 @@ def _rmtree(path, ignore_errors: bool = False) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=ignore_errors)
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Owner-only, replaced at once: config.json holds the payload's env."""
-    from ... import privatedir
-
-    privatedir.write_private(path, text)
 
 
 def _private_dir(path: Path) -> None:
@@ -239,7 +233,7 @@ class ContainerBackend(Backend):
         spec.make_probe_rootfs(str(rootfs))
         bundle = probe_dir / f"bundle-{os.getpid()}"
         bundle.mkdir(parents=True, exist_ok=True)
-        _write_private(bundle / "config.json", json.dumps(spec.probe_spec(str(rootfs), true_bin)))
+        privatedir.write_private(bundle / "config.json", json.dumps(spec.probe_spec(str(rootfs), true_bin)))
         rt = Runtime(name, path, str(probe_dir / f"state-{name}"), wrap)
         cid = f"eveadm-probe-{os.getpid()}"
         error = None
@@ -254,7 +248,7 @@ class ContainerBackend(Backend):
             self.ctx.run(rt.argv("delete", "--force", cid), check=False, timeout=PROBE_TIMEOUT)
             _rmtree(bundle, ignore_errors=True)
         verdicts[label] = {"key": key, "error": error, "time": time.time()}
-        _write_private(verdicts_file, json.dumps(verdicts, indent=1))
+        privatedir.write_private(verdicts_file, json.dumps(verdicts, indent=1))
         return error
 
     def runtime(self) -> Runtime:
@@ -443,7 +437,8 @@ class ContainerBackend(Backend):
         metadata.json is 0400 and owned by the container's user: readable by its program whatever
         user it runs as, by no other host user (the bundle directory is 0700 besides)."""
         p = self._paths(dom)
-        _write_private(p["metadata"], json.dumps(dom.config.get("customer_metadata") or {}, indent=1) + "\n")
+        metadata = dom.config.get("customer_metadata") or {}
+        privatedir.write_private(p["metadata"], json.dumps(metadata, indent=1) + "\n")
         os.chown(p["metadata"], int(process_user.get("uid", 0)), int(process_user.get("gid", 0)))
         os.chmod(p["metadata"], 0o400)
         if dom.config.get("nics"):
@@ -452,7 +447,7 @@ class ContainerBackend(Backend):
                 servers += [s for s in where["dns"] or ([where["gateway"]] if where["gateway"] else [])
                             if s not in servers]
             text = "".join(f"nameserver {s}\n" for s in servers)
-            _write_private(p["resolv"], text)
+            privatedir.write_private(p["resolv"], text)
             os.chmod(p["resolv"], 0o644)  # every user of the container resolves names
 
     def render(self, dom: Domain) -> str:
@@ -493,7 +488,7 @@ class ContainerBackend(Backend):
                 os.chmod(made, 0o755)  # a volume is the program's, whatever user it runs as (docker's mode)
         rendered = self._spec(dom, lower, cfg)
         self._write_guest_files(dom, rendered["process"]["user"])
-        _write_private(p["config"], json.dumps(rendered, indent=2) + "\n")
+        privatedir.write_private(p["config"], json.dumps(rendered, indent=2) + "\n")
         dom.backend.update(bundle=str(p["bundle"]), config=str(p["config"]), rootfs=str(p["rootfs"]),
                            lower=lower, log=str(p["log"]))
 

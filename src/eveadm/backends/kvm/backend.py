@@ -58,6 +58,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+from ... import privatedir
 from ...errors import BackendError, BackendUnavailable, EveadmError, PermanentError
 from ..base import ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN, Backend, Domain, Orphan, Status
 from ..host import last_output_line, pid_alive, proc_argv, wait_until, which
@@ -176,7 +177,7 @@ class KvmBackend(Backend):
         _socket_dir(p["sock_dir"])
         # recorded before QEMU starts: release and doctor find the directory even if this command dies
         dom.backend["sock_dir"] = str(p["sock_dir"])
-        _write_private(p["sock_owner"], os.path.abspath(dom.run_dir) + "\n")
+        privatedir.write_private(p["sock_owner"], os.path.abspath(dom.run_dir) + "\n")
         for key in (*SOCKETS, "pidfile", "ended"):
             p[key].unlink(missing_ok=True)
         Path(dom.data_dir).mkdir(parents=True, exist_ok=True)
@@ -677,8 +678,6 @@ def _check_readable(config: dict) -> None:
 def _socket_dir(path: Path) -> None:
     """Make the domain's socket directory and its parent owner-only (0700), or refuse ones another user
     could change (someone else's, a symlink, writable by others, under a directory not root's or ours)."""
-    from ... import privatedir
-
     try:
         for directory, ancestors in ((path.parent, True), (path, False)):
             privatedir.ensure(str(directory), check_ancestors=ancestors)
@@ -694,8 +693,6 @@ def _ovmf_vars(template: str, path: Path) -> None:
     until delete (boot entries a guest installer writes survive a restart)."""
     if path.exists():
         return
-    from ... import privatedir
-
     try:
         with open(template, "rb") as src:
             data = src.read()
@@ -703,12 +700,6 @@ def _ovmf_vars(template: str, path: Path) -> None:
         raise PermanentError(f"OVMF variable store {template} cannot be read: {exc.strerror} "
                              f"({qemu_argv.OVMF_HINT})") from None
     privatedir.write_private(path, data)
-
-
-def _write_private(path: Path, text: str) -> None:
-    from ... import privatedir
-
-    privatedir.write_private(path, text)
 
 
 def _socket_dir_owner(path: Path) -> str | None:
