@@ -253,8 +253,8 @@ class Engine(NetworkOps, ImageOps):
         self._take_pending(rec)  # this boot uses the config as updated
         try:
             backend.check_available()
-            privatedir.ensure(str(dom.data_dir))
-            privatedir.ensure(str(dom.run_dir))
+            privatedir.ensure(dom.data_path)
+            privatedir.ensure(dom.run_path)
             backend.prepare(dom)
         except (EveadmError, OSError) as exc:
             if isinstance(exc, OSError):  # a file the backend had to write: name it, in one line

@@ -30,6 +30,8 @@ in the registry, `eveadm.backends`.
 
 from __future__ import annotations
 
+import os
+
 from ..errors import NotLive, NotSupported
 from .host import wait_until
 
@@ -115,22 +117,29 @@ class Domain:
         return self._record.backend if self._record is not None else self._backend
 
     @property
+    def data_path(self) -> str:
+        """<root>/domains/<uuid>: rendered files, disk copies (kept across stop/start). As text: a
+        backend that builds no Path spares its commands pathlib's import (the container brand)."""
+        return os.path.join(self._parents[0], self.uuid) if self._data_dir is None else os.fspath(self._data_dir)
+
+    @property
+    def run_path(self) -> str:
+        """<root>/run/<uuid>: sockets, pid files, logs of the current run."""
+        return os.path.join(self._parents[1], self.uuid) if self._run_dir is None else os.fspath(self._run_dir)
+
+    @property
     def data_dir(self) -> Path:
-        """<root>/domains/<uuid>: rendered files, disk copies (kept across stop/start)."""
+        """data_path as a Path."""
         from pathlib import Path
 
-        if self._data_dir is None:
-            self._data_dir = Path(self._parents[0], self.uuid)
-        return Path(self._data_dir)
+        return Path(self.data_path)
 
     @property
     def run_dir(self) -> Path:
-        """<root>/run/<uuid>: sockets, pid files, logs of the current run."""
+        """run_path as a Path."""
         from pathlib import Path
 
-        if self._run_dir is None:
-            self._run_dir = Path(self._parents[1], self.uuid)
-        return Path(self._run_dir)
+        return Path(self.run_path)
 
     @property
     def alias(self) -> str | None:

@@ -439,9 +439,8 @@ def test_hung_runtime_create_fails_within_the_handshake_timeout(cconfig, backend
 
         def freeze():
             def frozen():
-                try:
-                    pid = int(files.conmon_pid.read_text())
-                except (OSError, ValueError):
+                pid = monitor.read_pid(files.conmon_pid)
+                if pid is None:
                     return False
                 os.kill(pid, signal.SIGSTOP)
                 stopped.append(pid)

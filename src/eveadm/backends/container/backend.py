@@ -60,14 +60,14 @@ import signal as _signal
 import stat
 import sys
 import time
-from pathlib import Path
 
 from ... import privatedir
 from ...errors import BackendError, BackendUnavailable, LiveChangeFailed, NotSupported, PermanentError
 
-TYPE_CHECKING = False  # typing costs create's start-up; annotations are never evaluated
+TYPE_CHECKING = False  # typing and pathlib cost create's start-up (its paths are text); annotations are never evaluated
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from pathlib import Path
 from ..base import (
     ABSENT, CRASHED, FORCED, PAUSED, RUNNING, SHUTDOWN, Backend, Domain, Orphan, Status,
 )
@@ -91,9 +91,9 @@ def _rmtree(path, ignore_errors: bool = False) -> None:
     shutil.rmtree(path, ignore_errors=ignore_errors)
 
 
-def _private_dir(path: Path) -> None:
+def _private_dir(path: str) -> None:
     """mkdir -p, and the directory itself owner-only (0700)."""
-    path.mkdir(parents=True, exist_ok=True)
+    os.makedirs(path, exist_ok=True)
     os.chmod(path, 0o700)
 
 
@@ -130,11 +130,18 @@ def runtime_message(proc) -> str:
     return ""
 
 
-def _read_pid(path: Path) -> int | None:
+def _unlink(path: str) -> None:
     try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _signame(sig: int | None) -> str:
@@ -202,25 +209,26 @@ class ContainerBackend(Backend):
     # runtime selection
     # ------------------------------------------------------------------
     def _state_root(self, name: str) -> str:
-        return str(self.ctx.run_root / "container" / name)
+        return os.path.join(self.ctx.run_root_dir, "container", name)
 
     def _probe_key(self, path: str) -> dict:
         st = os.stat(path)
         try:
-            boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+            with open("/proc/sys/kernel/random/boot_id") as fh:
+                boot = fh.read().strip()
         except OSError:
             boot = ""
         return {"probe": PROBE_VERSION, "path": path, "mtime": st.st_mtime, "size": st.st_size, "boot_id": boot}
 
     def _probe(self, name: str, path: str, wrap: bool) -> str | None:
         """Run the host's `true` in a throw-away container; None when that works, else why not (one line)."""
-        cache = self.ctx.cache_dir("container")
-        os.chmod(cache, 0o700)
-        verdicts_file = cache / "runtime.json"
+        cache = self._cache_dir()
+        verdicts_file = os.path.join(cache, "runtime.json")
         label = f"{name}{'+unshare' if wrap else ''}"
         key = self._probe_key(path)
         try:
-            verdicts = json.loads(verdicts_file.read_text())
+            with open(verdicts_file) as fh:
+                verdicts = json.load(fh)
         except (OSError, ValueError):
             verdicts = {}
         known = verdicts.get(label)
@@ -228,13 +236,13 @@ class ContainerBackend(Backend):
                 known.get("error") is None or time.time() - known.get("time", 0) < PROBE_RETRY_AFTER):
             return known.get("error")
         true_bin = which("true") or "/bin/true"
-        probe_dir = cache / "probe"
-        rootfs = probe_dir / "rootfs"
-        spec.make_probe_rootfs(str(rootfs))
-        bundle = probe_dir / f"bundle-{os.getpid()}"
-        bundle.mkdir(parents=True, exist_ok=True)
-        privatedir.write_private(bundle / "config.json", json.dumps(spec.probe_spec(str(rootfs), true_bin)))
-        rt = Runtime(name, path, str(probe_dir / f"state-{name}"), wrap)
+        probe_dir = os.path.join(cache, "probe")
+        rootfs = os.path.join(probe_dir, "rootfs")
+        spec.make_probe_rootfs(rootfs)
+        bundle = os.path.join(probe_dir, f"bundle-{os.getpid()}")
+        os.makedirs(bundle, exist_ok=True)
+        privatedir.write_private(os.path.join(bundle, "config.json"), json.dumps(spec.probe_spec(rootfs, true_bin)))
+        rt = Runtime(name, path, os.path.join(probe_dir, f"state-{name}"), wrap)
         cid = f"eveadm-probe-{os.getpid()}"
         error = None
         try:
@@ -250,6 +258,12 @@ class ContainerBackend(Backend):
         verdicts[label] = {"key": key, "error": error, "time": time.time()}
         privatedir.write_private(verdicts_file, json.dumps(verdicts, indent=1))
         return error
+
+    def _cache_dir(self) -> str:
+        """<root>/cache/container, owner-only: the probe's verdicts and container, unpacked oci: layouts."""
+        cache = privatedir.ensure(os.path.join(self.ctx.root_dir, "cache", "container"))
+        os.chmod(cache, 0o700)
+        return cache
 
     def runtime(self) -> Runtime:
         """The runtime new containers use (probing once per boot); BackendUnavailable says why none works."""
@@ -341,23 +355,25 @@ class ContainerBackend(Backend):
             bad.append(("pci_devices", "brand container does not assign PCI devices"))
         return bad
 
-    def _paths(self, dom: Domain) -> dict[str, Path]:
+    def _paths(self, dom: Domain) -> dict[str, str]:
+        data, run = dom.data_path, dom.run_path
+        bundle = os.path.join(data, "bundle")
         return {
-            "bundle": dom.data_dir / "bundle",
-            "rootfs": dom.data_dir / "bundle" / "rootfs",
-            "config": dom.data_dir / "bundle" / "config.json",
-            "upper": dom.data_dir / "upper",
-            "work": dom.data_dir / "work",
-            "volumes": dom.data_dir / "volumes",
-            "log": dom.run_dir / "console.log",
-            "console_lock": dom.run_dir / "console.lock",
-            "resolv": dom.data_dir / "bundle" / "resolv.conf",
-            "metadata": dom.data_dir / "bundle" / "metadata.json",
+            "bundle": bundle,
+            "rootfs": os.path.join(bundle, "rootfs"),
+            "config": os.path.join(bundle, "config.json"),
+            "upper": os.path.join(data, "upper"),
+            "work": os.path.join(data, "work"),
+            "volumes": os.path.join(data, "volumes"),
+            "log": os.path.join(run, "console.log"),
+            "console_lock": os.path.join(run, "console.lock"),
+            "resolv": os.path.join(bundle, "resolv.conf"),
+            "metadata": os.path.join(bundle, "metadata.json"),
         }
 
     @staticmethod
     def _files(dom: Domain) -> monitor.RunFiles:
-        return monitor.RunFiles(dom.run_dir, dom.data_dir / "bundle")
+        return monitor.RunFiles(dom.run_path, os.path.join(dom.data_path, "bundle"))
 
     def _image(self, dom: Domain, unpack: bool) -> tuple[str | None, dict]:
         """(lower root filesystem or None when not unpacked, image config)."""
@@ -371,28 +387,27 @@ class ContainerBackend(Backend):
             cfg = image.image_config(path, digest)
         except image.ImageError as exc:  # no retry reads an unreadable image
             raise PermanentError(str(exc)) from None
-        cached = self.ctx.cache_dir("container") / "oci" / digest.replace(":", "_")
-        if (cached / "rootfs").is_dir():
-            return str(cached / "rootfs"), cfg
+        cached = os.path.join(self._cache_dir(), "oci", digest.replace(":", "_"))
+        if os.path.isdir(os.path.join(cached, "rootfs")):
+            return os.path.join(cached, "rootfs"), cfg
         if not unpack:
             return None, cfg
-        tmp = cached.with_name(f"{cached.name}.tmp-{os.getpid()}")
+        tmp = f"{cached}.tmp-{os.getpid()}"
         _rmtree(tmp, ignore_errors=True)
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        self.ctx.run(["umoci", "unpack", "--image", f"{path}:{tag}", str(tmp)], timeout=600,
+        os.makedirs(os.path.dirname(tmp), exist_ok=True)
+        self.ctx.run(["umoci", "unpack", "--image", f"{path}:{tag}", tmp], timeout=600,
                      install_hint="oci: images need umoci: apt-get install umoci")
         try:
             os.rename(tmp, cached)
         except OSError:  # another eveadm unpacked it meanwhile
             _rmtree(tmp, ignore_errors=True)
-        return str(cached / "rootfs"), cfg
+        return os.path.join(cached, "rootfs"), cfg
 
     def _stored_image(self, dom: Domain, ref: str, unpack: bool) -> tuple[str | None, dict]:
         """A stored image: the one this container first ran (its digest is kept until delete, so a
         name pulled again later never swaps the layers under its upper directory), else what `ref`
         names now. Unpacked once into the store's shared tree."""
         from ...images import lookup
-        from ...images import store as image_store
 
         pinned = dom.backend.get("image_digest")
         try:
@@ -402,7 +417,10 @@ class ContainerBackend(Backend):
             raise PermanentError(str(exc)) from None
         rootfs = os.path.join(info["unpacked"], "rootfs")
         if unpack:
-            rootfs = image_store.unpack(self.ctx, info["digest"], what=ref)
+            if not os.path.isdir(rootfs):  # the image's first container: umoci unpacks it once
+                from ...images import store as image_store  # (hashing, copying: not for the others)
+
+                rootfs = image_store.unpack(self.ctx, info["digest"], what=ref)
             dom.backend["image_digest"] = info["digest"]
         return (rootfs if os.path.isdir(rootfs) else None), cfg
 
@@ -411,7 +429,7 @@ class ContainerBackend(Backend):
         for i, disk in enumerate(dom.config.get("disks") or []):
             disk = dict(disk)
             if not disk.get("path") and disk.get("size"):
-                disk["source"] = str(dom.data_dir / "volumes" / f"disk{i}")
+                disk["source"] = os.path.join(dom.data_path, "volumes", f"disk{i}")
             disks.append(disk)
         return disks
 
@@ -419,16 +437,16 @@ class ContainerBackend(Backend):
         config = dict(dom.config, disks=self._disks(dom))
         p = self._paths(dom)
         out = spec.build_spec(
-            config, rootfs=str(p["rootfs"]), image_cfg=image_cfg,
+            config, rootfs=p["rootfs"], image_cfg=image_cfg,
             hostname=dom.alias or dom.uuid, cgroups_path=f"/eveadm/{dom.uuid}",
             user_rootfs=lower,
         )
         # the spec always gives a container its own network namespace (loopback only without nics);
         # the nics are wired into it between create and start
-        out["mounts"].append({"destination": METADATA_PATH, "type": "bind", "source": str(p["metadata"]),
+        out["mounts"].append({"destination": METADATA_PATH, "type": "bind", "source": p["metadata"],
                               "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]})
         if dom.config.get("nics"):
-            out["mounts"].append({"destination": "/etc/resolv.conf", "type": "bind", "source": str(p["resolv"]),
+            out["mounts"].append({"destination": "/etc/resolv.conf", "type": "bind", "source": p["resolv"],
                                   "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]})
         return out
 
@@ -463,14 +481,14 @@ class ContainerBackend(Backend):
         if not lower or not os.path.isdir(lower):
             raise PermanentError(f"image root filesystem {lower} is not a directory")
         # owner-only: config.json holds the env; the domain's dirs hold its data and its log
-        for d in (dom.data_dir, dom.run_dir, p["bundle"], p["work"]):
+        for d in (dom.data_path, dom.run_path, p["bundle"], p["work"]):
             _private_dir(d)
-        p["rootfs"].mkdir(exist_ok=True)
-        if not p["upper"].is_dir():
+        os.makedirs(p["rootfs"], exist_ok=True)
+        if not os.path.isdir(p["upper"]):
             # overlayfs gives the container's / the mode and owner of `upper`: the image's own, not
             # eveadm's umask (a program running as another user must enter /); the 0700 dir above
             # keeps host users out
-            p["upper"].mkdir()
+            os.mkdir(p["upper"])
             image_root = os.stat(lower)
             os.chown(p["upper"], image_root.st_uid, image_root.st_gid)
             os.chmod(p["upper"], stat.S_IMODE(image_root.st_mode))
@@ -479,18 +497,17 @@ class ContainerBackend(Backend):
             if disk.get("source"):
                 _private_dir(p["volumes"])
                 if not os.path.isdir(disk["source"]):
-                    made = Path(disk["source"])
+                    made = disk["source"]
             elif disk.get("size") and disk.get("path") and not os.path.exists(disk["path"]):
-                made = Path(disk["path"])
+                made = disk["path"]
                 dom.backend.setdefault("created_dirs", []).append(disk["path"])
             if made is not None:
-                made.mkdir(parents=True)
+                os.makedirs(made)
                 os.chmod(made, 0o755)  # a volume is the program's, whatever user it runs as (docker's mode)
         rendered = self._spec(dom, lower, cfg)
         self._write_guest_files(dom, rendered["process"]["user"])
         privatedir.write_private(p["config"], json.dumps(rendered, indent=2) + "\n")
-        dom.backend.update(bundle=str(p["bundle"]), config=str(p["config"]), rootfs=str(p["rootfs"]),
-                           lower=lower, log=str(p["log"]))
+        dom.backend.update(bundle=p["bundle"], config=p["config"], rootfs=p["rootfs"], lower=lower, log=p["log"])
 
     def create_paused(self, dom: Domain) -> Status:
         """Mount the root filesystem, then conmon runs `<rt> create`. Every part it makes is where
@@ -500,14 +517,11 @@ class ContainerBackend(Backend):
         conmon = monitor.conmon_path()
         p = self._paths(dom)
         files = self._files(dom)
-        _private_dir(dom.run_dir)
+        _private_dir(dom.run_path)
         for other in self._runtimes_holding(dom.uuid):  # left over from a crash: start clean
             self.ctx.run(other.argv("delete", "--force", dom.uuid), check=False)
         for path in files.leftovers():
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
+            _unlink(path)
         for key in ("pid", "conmon_pid", "signals_sent", "released", "last_exit", "create_error", "nics"):
             dom.backend.pop(key, None)
         # the intent, before anything runs (saved by the engine even when this fails)
@@ -521,7 +535,7 @@ class ContainerBackend(Backend):
             esc = _overlay_escape
             self.ctx.run(["mount", "-t", "overlay", "overlay", "-o",
                           f"lowerdir={esc(lower)},upperdir={esc(p['upper'])},workdir={esc(p['work'])}",
-                          str(p["rootfs"])])
+                          p["rootfs"]])
         runtime, runtime_args = rt.for_monitor()
         command = monitor.argv(conmon, cid=dom.uuid, runtime=runtime, runtime_args=runtime_args, files=files,
                                terminal=bool(dom.config.get("terminal")))
@@ -565,7 +579,7 @@ class ContainerBackend(Backend):
             ifname = f"eth{i}"
             conf = cni.network_config(self.ctx.root, where, default_route=not routed)
             routed = routed or bool(conf.get("ipam", {}).get("routes"))
-            cni.write_conf(dom.run_dir, ifname, conf)
+            cni.write_conf(dom.run_path, ifname, conf)
             result = cni.invoke(self.ctx, "ADD", dom.uuid, ifname, netns, conf)
             address, gateway = cni.result_address(result, ifname)
             veth = cni.host_veth(result, where["bridge"])
@@ -587,11 +601,12 @@ class ContainerBackend(Backend):
         is gone (then only the address reservation goes: its namespace took the veth with it)."""
         removed = []
         cni.drop_names(self.ctx, dom.uuid)
-        for ifname, path in cni.saved_confs(dom.run_dir):
+        for ifname, path in cni.saved_confs(dom.run_path):
             try:
-                conf = json.loads(path.read_text())
+                with open(path) as fh:
+                    conf = json.load(fh)
             except (OSError, ValueError):
-                path.unlink(missing_ok=True)
+                _unlink(path)
                 continue
             # no CNI_NETNS: the container is gone (release follows destroy) or about to be replaced;
             # its veth is removed below by name, never looked for through a pid that may be reused
@@ -599,8 +614,8 @@ class ContainerBackend(Backend):
             veth = cni.veth_name(dom.uuid, int(ifname[3:] or "0"))
             if veth in cni.link_names():  # the kernel tears a dead namespace down lazily
                 self.ctx.run(["ip", "link", "del", veth], check=False)
-            path.unlink(missing_ok=True)
-            removed.append(str(path))
+            _unlink(path)
+            removed.append(path)
         return removed
 
     def nic_addresses(self, dom: Domain) -> list[str | None]:
@@ -641,7 +656,7 @@ class ContainerBackend(Backend):
         what can change since (the program ending at once) shows as a dead pid, then conmon's record."""
         pid = dom.backend.get("pid")
         files = self._files(dom)
-        if pid_alive(pid) and not files.exit.exists():
+        if pid_alive(pid) and not os.path.exists(files.exit):
             return Status(state, domain_id=pid, pid=pid, detail={"runtime": rt.name, "oci_status": oci_status})
         conmon = monitor.conmon_alive(files, dom.uuid)
         if conmon:  # ended at once: conmon writes the record right after reaping it
@@ -666,7 +681,7 @@ class ContainerBackend(Backend):
         """Remember a signal eveadm sends, so a death by it reads as a stop, not a crash. Only while
         the program lives: a destroy after an outside kill must not excuse that kill."""
         files = self._files(dom)
-        if files.exit.exists() or not pid_alive(dom.backend.get("pid") or _read_pid(files.container_pid)):
+        if os.path.exists(files.exit) or not pid_alive(dom.backend.get("pid") or monitor.read_pid(files.container_pid)):
             return
         sent = dom.backend.setdefault("signals_sent", [])
         if int(sig) not in sent:
@@ -682,8 +697,8 @@ class ContainerBackend(Backend):
         runtime container, a monitor left alive and any process left in the domain's cgroups go."""
         deadline = time.monotonic() + max(timeout, 1)
         files = self._files(dom)
-        if monitor.conmon_alive(files, dom.uuid) and not files.container_pid.exists():
-            wait_until(lambda: files.container_pid.exists() or not monitor.conmon_alive(files, dom.uuid),
+        if monitor.conmon_alive(files, dom.uuid) and not os.path.exists(files.container_pid):
+            wait_until(lambda: os.path.exists(files.container_pid) or not monitor.conmon_alive(files, dom.uuid),
                        max(0.0, deadline - time.monotonic()))
         rt = self._runtime_of(dom)
         if rt is None or not self._holds(rt, dom.uuid):
@@ -693,7 +708,7 @@ class ContainerBackend(Backend):
             return
         self._note_signal(dom, _signal.SIGKILL)
         conmon = monitor.conmon_alive(files, dom.uuid)
-        if conmon and not files.exit.exists():
+        if conmon and not os.path.exists(files.exit):
             self.ctx.run(rt.argv("kill", dom.uuid, "KILL"), check=False, timeout=max(timeout, 1))
             monitor.wait_exit(conmon, deadline - time.monotonic())
         proc = self.ctx.run(rt.argv("delete", "--force", dom.uuid), check=False,
@@ -863,7 +878,7 @@ class ContainerBackend(Backend):
                 dom.backend["last_exit"] = dict(st.detail, exit_status=st.exit_status)
         removed += self._unwire(dom)
         if os.path.ismount(p["rootfs"]):
-            self._unmount(str(p["rootfs"]))
+            self._unmount(p["rootfs"])
         # the runtime removes them with its container; a create cut in half can leave them
         cgroups = parts.cgroup_dirs(dom.uuid)
         if cgroups:
@@ -873,27 +888,27 @@ class ContainerBackend(Backend):
             if left:
                 raise BackendError(f"container {dom.uuid}: cannot remove its cgroups {', '.join(left)}")
         for path in files.leftovers() + [p["console_lock"]]:
-            if path.exists() or path.is_socket():
-                path.unlink()
-                removed.append(str(path))
+            if os.path.lexists(path):
+                os.unlink(path)
+                removed.append(path)
         if rt:
             dom.backend["released"] = True
         if delete:
             dom.backend.pop("nics", None)
             for key in ("bundle", "upper", "work", "volumes"):
-                if p[key].exists():
+                if os.path.exists(p[key]):
                     _rmtree(p[key])
-                    removed.append(str(p[key]))
+                    removed.append(p[key])
             for path in dom.backend.pop("created_dirs", []):
                 if os.path.isdir(path):
                     _rmtree(path)
                     removed.append(path)
-            if p["log"].exists():
-                p["log"].unlink()
-                removed.append(str(p["log"]))
-            for d in (dom.run_dir, dom.data_dir):
+            if os.path.exists(p["log"]):
+                os.unlink(p["log"])
+                removed.append(p["log"])
+            for d in (dom.run_path, dom.data_path):
                 try:
-                    d.rmdir()
+                    os.rmdir(d)
                 except OSError:
                     pass
         return removed
@@ -979,7 +994,9 @@ class ContainerBackend(Backend):
     # ------------------------------------------------------------------
     def console_log(self, dom: Domain) -> Path | None:
         """conmon's k8s-file log (`TIME STREAM F|P TEXT` lines); console_log_text decodes it."""
-        return self._paths(dom)["log"]
+        from pathlib import Path
+
+        return Path(self._paths(dom)["log"])
 
     def console_log_text(self, dom: Domain, max_bytes: int = 256 * 1024) -> str:
         """What the program wrote (its last `max_bytes` of log), without conmon's line prefixes."""
@@ -999,7 +1016,7 @@ class ContainerBackend(Backend):
                 f"container {dom.alias or dom.uuid} has no terminal (created with terminal: false); "
                 f"its output is in the log: eveadm info {dom.uuid} --log")
         files = self._files(dom)
-        if not files.attach.is_socket() or not monitor.conmon_alive(files, dom.uuid):
+        if not _is_socket(files.attach) or not monitor.conmon_alive(files, dom.uuid):
             raise BackendError(f"container {dom.alias or dom.uuid} is not running (no console socket)")
         return console.attach(files.attach, self._paths(dom)["console_lock"], name=dom.alias or dom.uuid,
                               framing="conmon", resize=lambda rows, cols: self._resize(files, rows, cols))
@@ -1021,7 +1038,7 @@ class ContainerBackend(Backend):
     def info(self, dom: Domain) -> dict:
         p = self._paths(dom)
         files = self._files(dom)
-        out = {"bundle": str(p["bundle"]), "config": str(p["config"]), "log": str(p["log"]),
+        out = {"bundle": p["bundle"], "config": p["config"], "log": p["log"],
                "log_format": "k8s-file", "conmon_pid": monitor.conmon_alive(files, dom.uuid)}
         rt = Runtime.of(dom.backend)
         if rt:
@@ -1037,7 +1054,8 @@ class ContainerBackend(Backend):
 def _online_cpus() -> str:
     """The host's CPUs as a cpuset list ("0-1")."""
     try:
-        return Path("/sys/devices/system/cpu/online").read_text().strip()
+        with open("/sys/devices/system/cpu/online") as fh:
+            return fh.read().strip()
     except OSError:
         return f"0-{(os.cpu_count() or 1) - 1}"
 

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from ... import privatedir
 from ...errors import BackendError, PermanentError
 
-TYPE_CHECKING = False  # hashlib and ipaddress cost `list` start-up: imported where they are used
+TYPE_CHECKING = False  # hashlib, ipaddress and pathlib cost start-up: imported where they are used
 if TYPE_CHECKING:
     import ipaddress
+    from pathlib import Path
 
 CNI_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
 CNI_VERSION = "1.0.0"
@@ -62,11 +62,13 @@ def veth_alias(uuid: str, root_dir) -> str:
 
 
 def ipam_dir(root_dir) -> Path:
+    from pathlib import Path
+
     return Path(root_dir) / "cni" / "host-local"
 
 
-def conf_dir(run_dir) -> Path:
-    return Path(run_dir) / "cni"
+def conf_dir(run_dir) -> str:
+    return os.path.join(run_dir, "cni")
 
 
 def bridge_facts(ctx, name: str) -> tuple[bool, ipaddress.IPv4Interface | None]:
@@ -245,22 +247,20 @@ def drop_names(ctx, uuid: str) -> None:
     names.unname_domain(ctx, uuid)
 
 
-def write_conf(run_dir, ifname: str, conf: dict) -> Path:
-    d = conf_dir(run_dir)
-    d.mkdir(mode=0o700, exist_ok=True)
-    path = d / f"{ifname}.json"
+def write_conf(run_dir, ifname: str, conf: dict) -> str:
+    path = os.path.join(privatedir.ensure(conf_dir(run_dir)), f"{ifname}.json")
     privatedir.write_private(path, json.dumps(conf))
     return path
 
 
-def saved_confs(run_dir) -> list[tuple[str, Path]]:
+def saved_confs(run_dir) -> list[tuple[str, str]]:
     """(ifname, conf file) of every nic wired (or being wired) in this run dir."""
     d = conf_dir(run_dir)
     try:
         names = sorted(os.listdir(d))
     except OSError:
         return []
-    return [(n[:-5], d / n) for n in names if n.endswith(".json")]
+    return [(n[:-5], os.path.join(d, n)) for n in names if n.endswith(".json")]
 
 
 def eveadm_veths(ctx, root_dir) -> dict[str, str]:

@@ -31,57 +31,67 @@ from __future__ import annotations
 import os
 import signal as _signal
 import time
-from pathlib import Path
 
 from ...errors import BackendError, BackendUnavailable
 from ..host import last_line, logrus_message, pid_alive, proc_argv, which
 
 INSTALL_HINT = "brand container needs conmon: apt-get install conmon"
 HANDSHAKE_TIMEOUT = 60  # s: conmon answers once `<runtime> create` has returned
-UMOUNT_EXEC = str(Path(__file__).with_name("umount_exec.py"))
+UMOUNT_EXEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "umount_exec.py")
 
 
 class RunFiles:
-    """Where conmon keeps the files of one container run."""
+    """Where conmon keeps the files of one container run (paths as text: the container brand's
+    create builds no Path, pathlib's import is a few ms of every create)."""
 
     __slots__ = ("run_dir", "bundle")
 
-    def __init__(self, run_dir: Path, bundle: Path):
-        self.run_dir = Path(run_dir)
-        self.bundle = Path(bundle)
+    def __init__(self, run_dir, bundle):
+        self.run_dir = os.fspath(run_dir)
+        self.bundle = os.fspath(bundle)
 
     @property
-    def conmon_pid(self) -> Path:
-        return self.run_dir / "conmon.pid"
+    def conmon_pid(self) -> str:
+        return os.path.join(self.run_dir, "conmon.pid")
 
     @property
-    def container_pid(self) -> Path:
-        return self.run_dir / "container.pid"
+    def container_pid(self) -> str:
+        return os.path.join(self.run_dir, "container.pid")
 
     @property
-    def exit(self) -> Path:
-        return self.run_dir / "exit"
+    def exit(self) -> str:
+        return os.path.join(self.run_dir, "exit")
 
     @property
-    def oom(self) -> Path:
-        return self.run_dir / "oom"
+    def oom(self) -> str:
+        return os.path.join(self.run_dir, "oom")
 
     @property
-    def log(self) -> Path:
-        return self.run_dir / "console.log"
+    def log(self) -> str:
+        return os.path.join(self.run_dir, "console.log")
 
     @property
-    def attach(self) -> Path:
-        return self.bundle / "attach"
+    def attach(self) -> str:
+        return os.path.join(self.bundle, "attach")
 
     @property
-    def ctl(self) -> Path:
-        return self.bundle / "ctl"
+    def ctl(self) -> str:
+        return os.path.join(self.bundle, "ctl")
 
-    def leftovers(self) -> list[Path]:
+    def leftovers(self) -> list[str]:
         """Files of a finished run (not the log: it is kept until the domain is deleted)."""
         return [self.conmon_pid, self.container_pid, self.exit, self.oom, self.attach, self.ctl,
-                self.bundle / "winsz"]
+                os.path.join(self.bundle, "winsz")]
+
+
+def read_pid(path: str) -> int | None:
+    """The pid in a pid file (conmon's, the runtime's); None when it is missing or holds no pid."""
+    try:
+        with open(path) as fh:
+            pid = int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 else None  # never 0 or -N: kill() would signal a whole process group
 
 
 def conmon_path() -> str:
@@ -179,9 +189,8 @@ def _log(ctx, command, env, rc, started) -> None:
 
 def conmon_alive(files: RunFiles, cid: str) -> int | None:
     """conmon's pid while the monitor of this run is alive (checked against its command line)."""
-    try:
-        pid = int(files.conmon_pid.read_text().strip())
-    except (OSError, ValueError):
+    pid = read_pid(files.conmon_pid)
+    if pid is None:
         return None
     argv = proc_argv(pid)
     if not argv or os.path.basename(argv[0]) != b"conmon" or cid.encode() not in argv or not pid_alive(pid):
@@ -191,11 +200,12 @@ def conmon_alive(files: RunFiles, cid: str) -> int | None:
 
 def kill_monitor(files: RunFiles) -> None:
     """SIGKILL conmon's session (conmon, and a runtime it runs) when conmon.pid names one."""
-    try:
-        pid = int(files.conmon_pid.read_text().strip())
-        os.killpg(pid, _signal.SIGKILL)
-    except (OSError, ValueError):
-        pass
+    pid = read_pid(files.conmon_pid)
+    if pid is not None:
+        try:
+            os.killpg(pid, _signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def wait_exit(pid: int, timeout: float) -> bool:
@@ -233,15 +243,16 @@ class ExitRecord:
 
 def read_exit(files: RunFiles) -> ExitRecord | None:
     try:
-        text = files.exit.read_text().strip()
-        mtime = files.exit.stat().st_mtime
+        with open(files.exit) as fh:
+            text = fh.read().strip()
+            mtime = os.fstat(fh.fileno()).st_mtime
     except OSError:
         return None
     try:
         status = int(text)
     except ValueError:
         return None  # conmon writes it atomically (g_file_set_contents): not ours
-    return ExitRecord(status, mtime, files.oom.exists())
+    return ExitRecord(status, mtime, os.path.exists(files.oom))
 
 
 def log_text(data: bytes | str) -> str:
