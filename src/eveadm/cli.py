@@ -402,13 +402,28 @@ def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+class OutputError(EveadmError):
+    """stdout refused a write (a full disk): one line and exit 1, as the launcher says it when the
+    write fails later, at the final flush (with PYTHONUNBUFFERED it fails here, in the command)."""
+
+
+def out(text: str) -> None:
+    """Every write to stdout goes through here."""
+    try:
+        sys.stdout.write(text)
+    except BrokenPipeError:
+        raise  # the reader went away: main ends quietly
+    except OSError as exc:
+        raise OutputError(f"cannot write the output: {exc.strerror or exc}") from None
+
+
 def emit(result, as_json: bool, human=None) -> None:
     """The one output seam: with -j the result as strict JSON on stdout; else `human(result)`, the
     command's text form for people (None: nothing on stdout, the message on stderr says it)."""
     if as_json:
-        sys.stdout.write(dumps(result) + "\n")
+        out(dumps(result) + "\n")
     elif human is not None:
-        sys.stdout.write(human(result))
+        out(human(result))
 
 
 # -- input ----------------------------------------------------------------------
@@ -544,7 +559,7 @@ def cmd_delete(args, node) -> int:
 
 
 def cmd_get(args, node) -> int:
-    sys.stdout.write(node.get_text(args.uuid) + "\n")  # JSON with or without -j (vmadm), as emit writes it
+    out(node.get_text(args.uuid) + "\n")  # JSON with or without -j (vmadm), as emit writes it
     return 0
 
 
@@ -639,9 +654,9 @@ def cmd_stats(args, node) -> int:
     while True:  # until Ctrl-C (exit 130, as every interrupted command)
         rows = node.stats(args.uuid or None)
         if args.json:
-            sys.stdout.write(dumps(rows, indent=None) + "\n")
+            out(dumps(rows, indent=None) + "\n")
         else:
-            sys.stdout.write(("\x1b[H\x1b[2J" if sys.stdout.isatty() else "") + _stats_table(rows, before))
+            out(("\x1b[H\x1b[2J" if sys.stdout.isatty() else "") + _stats_table(rows, before))
         sys.stdout.flush()
         before = {r["uuid"]: r for r in rows}
         with interrupts.waiting():
@@ -687,10 +702,10 @@ def cmd_console(args, node) -> int:
 def cmd_events(args, node) -> int:
     for ev in node.events(args.uuid, follow=args.follow):
         if args.json:
-            sys.stdout.write(dumps(ev, indent=None) + "\n")
+            out(dumps(ev, indent=None) + "\n")
         else:
             detail = " ".join(f"{k}={v}" for k, v in ev.items() if k not in ("id", "time", "uuid", "alias", "type"))
-            sys.stdout.write(f"{ev['time']}  {ev['uuid']}  {(ev['alias'] or '-'):<12}  {ev['type']:<20}  "
+            out(f"{ev['time']}  {ev['uuid']}  {(ev['alias'] or '-'):<12}  {ev['type']:<20}  "
                              f"{detail}".rstrip() + "\n")
         if args.follow:
             sys.stdout.flush()
@@ -847,14 +862,14 @@ def cmd_agent(args, node) -> int:
 def cmd_completion(args) -> int:
     import argcomplete
 
-    sys.stdout.write(argcomplete.shellcode([PROG], shell=args.shell))
+    out(argcomplete.shellcode([PROG], shell=args.shell))
     return 0
 
 
 def cmd_help(args) -> int:
     from . import reference  # only help pays for the reference
 
-    sys.stdout.write(reference.help_text(build_parser(), args.topic, args.brand))
+    out(reference.help_text(build_parser(), args.topic, args.brand))
     return 0
 
 
@@ -929,7 +944,7 @@ def _run(args) -> int:
     if args.version:
         from importlib.metadata import version
 
-        print(version("eveadm"))
+        out(version("eveadm") + "\n")
         return 0
     if args.command in ("completion", "help"):
         return globals()["cmd_" + args.command](args)

@@ -51,7 +51,11 @@ def test_a_reader_that_goes_away_ends_nothing_badly(tmp_path):
 
 def test_output_that_cannot_be_written_is_one_line_and_a_failure(tmp_path):
     uuid = eveadm.Node(root=tmp_path).create({"brand": "null"})["uuid"]
-    with open("/dev/full", "w") as full:
-        proc = subprocess.run(LAUNCHER + ["--root", str(tmp_path), "get", uuid], stdout=full, stderr=subprocess.PIPE,
-                              text=True, env=BUFFERED)
-    assert proc.returncode == 1 and proc.stderr == "eveadm: cannot write the output: No space left on device\n"
+    # buffered, the write fails at the launcher's last flush; unbuffered, inside the command
+    for env in (BUFFERED, dict(BUFFERED, PYTHONUNBUFFERED="1")):
+        for argv in (["get", uuid], ["list", "-j"], ["--version"]):
+            with open("/dev/full", "w") as full:
+                proc = subprocess.run(LAUNCHER + ["--root", str(tmp_path), *argv], stdout=full,
+                                      stderr=subprocess.PIPE, text=True, env=env)
+            assert (proc.returncode, proc.stderr) == (1, "eveadm: cannot write the output: No space left on device\n"), \
+                (argv, env.get("PYTHONUNBUFFERED"))

@@ -319,20 +319,16 @@ class ContainerBackend(Backend):
         if not ref:
             return [("image", "brand container needs an image (a root filesystem directory, oci:DIR[:TAG] or a "
                               "stored image)")]
-        problem = image.check_image(ref, self.ctx.root_dir)
-        if problem:
-            bad.append(("image", problem))
-        kind, path, tag = image.parse_image(ref)
-        if kind == "dir" and not config.get("cmd"):
+        found = None
+        try:
+            found = image.locate(ref, self.ctx.root_dir)  # (layout, digest): looked up once for both checks
+        except image.ImageError as exc:
+            bad.append(("image", str(exc)))
+        if image.parse_image(ref)[0] == "dir" and not config.get("cmd"):
             bad.append(("cmd", "required with a root filesystem directory (it has no image config to take it from)"))
-        if kind in ("oci", "store") and not config.get("cmd") and not problem:
+        if found and not config.get("cmd"):
             try:
-                if kind == "store":
-                    info = image.stored(self.ctx.root_dir, path)
-                    path, digest = info["layout"], info["digest"]
-                else:
-                    _, digest = image.resolve_manifest(path, tag)
-                cfg = image.image_config(path, digest)
+                cfg = image.image_config(*found)
                 if not (cfg.get("Entrypoint") or cfg.get("Cmd")):
                     bad.append(("cmd", f"required: image {ref} has no Entrypoint or Cmd"))
             except image.ImageError as exc:

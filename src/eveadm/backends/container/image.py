@@ -96,25 +96,19 @@ def stored(root, ref: str) -> dict:
     return info
 
 
-def check_image(image: str, root=None) -> str | None:
-    """The one-line problem with `image`, or None when it can be used (`root`: the image store's)."""
+def locate(image: str, root=None) -> tuple[str, str] | None:
+    """Check `image` and find it: (OCI layout, manifest digest) of an image, None for a root
+    filesystem directory (`root`: the image store's). Raises ImageError, in one line."""
     kind, path, tag = parse_image(image)
     if kind == "store":
-        try:
-            stored(root, path)
-        except ImageError as exc:
-            return str(exc)
-        return None
+        info = stored(root, path)
+        return info["layout"], info["digest"]
     if not os.path.isabs(path):
-        return f"image path must be absolute: {path}"
+        raise ImageError(f"image path must be absolute: {path}")
     if kind == "dir":
         if not os.path.isdir(path):
-            return f"no such root filesystem directory: {path}"
+            raise ImageError(f"no such root filesystem directory: {path}")
         if any(c in path for c in ",:"):
-            return f"root filesystem path must not contain ',' or ':' (overlayfs options): {path}"
+            raise ImageError(f"root filesystem path must not contain ',' or ':' (overlayfs options): {path}")
         return None
-    try:
-        resolve_manifest(path, tag)
-    except ImageError as exc:
-        return str(exc)
-    return None
+    return path, resolve_manifest(path, tag)[1]
