@@ -113,16 +113,7 @@ class ImageOps:
             src = spec.parse_source(source, name)
         except spec.SpecError as exc:
             raise ValidationError(str(exc)) from None
-        staged = image_store.pull(self.ctx, src, tls_verify)
-        try:
-            interrupts.check()
-            with self._images_lock():
-                entry, new = image_store.commit(self.ctx.root_dir, staged, src.name)
-                self._image_event(staged.digest, src.name, "image.pull",
-                                  source=src.argument, new=new, size=entry.get("size"))
-        finally:
-            staged.staging.close()
-        return self.image_get(staged.digest)
+        return self._store_staged(image_store.pull(self.ctx, src, tls_verify), src.name, "image.pull", src.argument)
 
     def image_import(self, source: str, sha256: str, name: str | None = None) -> dict:
         from .images import spec
@@ -134,13 +125,20 @@ class ImageOps:
             name = spec.normalize_name(name) if name is not None else None
         except spec.SpecError as exc:
             raise ValidationError(str(exc)) from None
-        staged = image_store.import_disk(self.ctx, kind, where, expected)
+        return self._store_staged(image_store.import_disk(self.ctx, kind, where, expected), name, "image.import", where,
+                            ("format",))
+
+    def _store_staged(self, staged, name: str | None, etype: str, source: str, facts: tuple = ()) -> dict:
+        """The half of a pull or import that runs under the images lock: link what was staged into
+        the store, record the event (with the entry's `facts`); the staging goes either way."""
+        from .images import store as image_store
+
         try:
             interrupts.check()
             with self._images_lock():
                 entry, new = image_store.commit(self.ctx.root_dir, staged, name)
-                self._image_event(staged.digest, name, "image.import", source=where, new=new,
-                                  format=entry.get("format"), size=entry.get("size"))
+                self._image_event(staged.digest, name, etype, source=source, new=new, size=entry.get("size"),
+                                  **{k: entry.get(k) for k in facts})
         finally:
             staged.staging.close()
         return self.image_get(staged.digest)

@@ -152,6 +152,8 @@ INTERRUPTED = "interrupted by SIGINT or SIGTERM (128 + the signal), stopped at a
 UPDATE_TEXT = {schema.LIVE: "live", schema.RESTART: "at the next start", schema.STOPPED: "only while stopped",
                None: "no"}
 TOPICS = ("properties",)  # help topics beside the commands
+# the payload's lists of devices (each element has properties of its own), with their titles
+DEVICE_LISTS = (("disks", "Disks"), ("nics", "Nics"), ("pci_devices", "PCI devices"))
 
 
 # -- facts drawn from the code ------------------------------------------------------------------------
@@ -397,7 +399,7 @@ def properties_text(brand: str | None = None) -> str:
 
     block(entries, brand is None)
     shown = {e.name for e in entries}
-    for kind, title in (("disks", "Disks"), ("nics", "Nics"), ("pci_devices", "PCI devices")):
+    for kind, title in DEVICE_LISTS:
         if kind in shown:
             lines += ["", f"{title} (each element of {kind}):"]
             block(field_entries(kind), False)
@@ -517,7 +519,7 @@ def payload_markdown() -> str:
     ]
     rows = [[f"`{e.name}`", e.type, e.default, e.update, e.brands, e.doc] for e in property_entries()]
     lines += _md_table(["property", "type", "default", "update", "brands", "description"], rows)
-    for kind, title in (("disks", "Disks"), ("nics", "Nics"), ("pci_devices", "PCI devices")):
+    for kind, title in DEVICE_LISTS:
         lines += ["", f"## {title}", "", f"Each element of `{kind}`:", ""]
         rows = [[f"`{e.name}`", e.type, e.default, e.doc] for e in field_entries(kind)]
         lines += _md_table(["field", "type", "default", "description"], rows)
@@ -622,7 +624,7 @@ def man_page(parser=None) -> str:
         "refused. Update: live, at the next start (shown in pending_restart while the domain runs), only "
         "while stopped, or no (fixed at create).")]
     out += _man_entries(property_entries(), True)
-    for kind, title in (("disks", "Disks"), ("nics", "Nics"), ("pci_devices", "PCI devices")):
+    for kind, title in DEVICE_LISTS:
         out += [".SS " + title, _roff(f"Each element of {kind}:")] + _man_entries(field_entries(kind), False)
     out += [".SS Update only"] + _man_entries(verb_entries(), False)
     out += [".SS Read\\-only", _roff("get shows these beside the payload, when set:")]

@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import time
 
-from .. import faults, privatedir
-from ..errors import BackendError, BackendUnavailable
+from .. import faults, interrupts, privatedir
+from ..errors import BackendError, BackendUnavailable, Interrupted
 
 TYPE_CHECKING = False  # typing costs start-up; annotations below are never evaluated
 if TYPE_CHECKING:
@@ -131,6 +131,47 @@ class BackendContext:
         if check and proc.returncode != 0:
             raise BackendError(command_error(argv, proc))
         return proc
+
+    def run_watched(self, argv: list[str], workdir: str, watch, timeout: float, install_hint: str):
+        """Run a tool (stdout and stderr into files in `workdir`), calling watch() about 5 times a second.
+        A SIGINT or SIGTERM to eveadm ends the tool and raises Interrupted; so does a timeout (BackendError).
+        Returns (exit code, its stderr text)."""
+        import subprocess
+
+        faults.point(f"run:{os.path.basename(argv[0])}")
+        started = time.time()
+        out_path, err_path = os.path.join(workdir, "tool.out"), os.path.join(workdir, "tool.err")
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            try:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            except FileNotFoundError:
+                self.log_command(argv, None, None, started)
+                raise BackendUnavailable(f"{argv[0]} not found: {install_hint}") from None
+        deadline = time.monotonic() + timeout
+        rc = None
+        try:
+            while rc is None:
+                try:
+                    rc = proc.wait(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    if interrupts.received():
+                        raise Interrupted(interrupts.received())
+                    if time.monotonic() > deadline:
+                        raise BackendError(f"{' '.join(argv[:2])} did not finish within {timeout:g}s") from None
+                    watch(proc.pid)
+        finally:
+            if rc is None:
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                self.log_command(argv, None, "interrupted", started)
+        self.log_command(argv, None, rc, started)
+        faults.point(f"run:{os.path.basename(argv[0])}:after")
+        with open(err_path, "rb") as fh:
+            return rc, fh.read().decode(errors="replace")
 
     def log_command(self, argv, env, rc, started) -> None:
         """Append one command to the command log (run() does this; a caller that must start a

@@ -27,7 +27,7 @@ import time
 
 from .. import faults, interrupts, privatedir
 from ..backends.host import logrus_message
-from ..errors import BackendError, BackendUnavailable, EveadmError, Interrupted, NotFound, PermanentError
+from ..errors import BackendError, EveadmError, NotFound, PermanentError
 from . import DISK, OCI, blob_path, disk_path, images_dir, layout_dir, layout_ref, partial_dir, read_catalog
 from . import unpacked_dir
 from .progress import BAR, reporter
@@ -141,48 +141,6 @@ def tree_size(path: str) -> int:
 # -- running a long tool with progress ------------------------------------------------------------------
 
 
-def run_watched(ctx, argv: list[str], workdir: str, watch, timeout: float, install_hint: str):
-    """Run a tool (stdout and stderr into files in `workdir`), calling watch() about 5 times a second.
-    A SIGINT or SIGTERM to eveadm ends the tool and raises Interrupted; so does a timeout (BackendError).
-    Returns (exit code, its stderr text)."""
-    import subprocess
-
-    faults.point(f"run:{os.path.basename(argv[0])}")
-    started = time.time()
-    out_path, err_path = os.path.join(workdir, "tool.out"), os.path.join(workdir, "tool.err")
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        except FileNotFoundError:
-            ctx.log_command(argv, None, None, started)
-            raise BackendUnavailable(f"{argv[0]} not found: {install_hint}") from None
-    deadline = time.monotonic() + timeout
-    rc = None
-    try:
-        while rc is None:
-            try:
-                rc = proc.wait(timeout=0.2)
-            except subprocess.TimeoutExpired:
-                if interrupts.received():
-                    raise Interrupted(interrupts.received())
-                if time.monotonic() > deadline:
-                    raise BackendError(f"{' '.join(argv[:2])} did not finish within {timeout:g}s") from None
-                watch(proc.pid)
-    finally:
-        if rc is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            ctx.log_command(argv, None, "interrupted", started)
-    ctx.log_command(argv, None, rc, started)
-    faults.point(f"run:{os.path.basename(argv[0])}:after")
-    with open(err_path, "rb") as fh:
-        return rc, fh.read().decode(errors="replace")
-
-
 def _tool_message(text: str) -> str:
     """skopeo's, umoci's or qemu-img's last meaningful line, cut to a length a message can carry."""
     return logrus_message(text)[:600]
@@ -256,7 +214,7 @@ def pull(ctx, source, tls_verify: bool = True) -> Staged:
             hasher.follow()
 
         try:
-            rc, err = run_watched(ctx, argv, staging.path, watch,
+            rc, err = ctx.run_watched(argv, staging.path, watch,
                                   float(ctx.setting("image.pull_timeout", PULL_TIMEOUT)), SKOPEO_HINT)
             staged = _verify_layout(root, staging, layout, hasher) if rc == 0 else None
         finally:
@@ -615,7 +573,7 @@ def unpack(ctx, digest: str, what: str | None = None) -> str:
     with Staging(root, "unpack") as staging:
         bundle = os.path.join(staging.path, "bundle")
         report = reporter("unpack", what or digest[:19])
-        rc, err = run_watched(ctx, ["umoci", "unpack", "--image", f"{layout_dir(root)}:{layout_ref(digest)}", bundle],
+        rc, err = ctx.run_watched(["umoci", "unpack", "--image", f"{layout_dir(root)}:{layout_ref(digest)}", bundle],
                               staging.path, lambda pid: report.update(_read_bytes(pid), total),
                               float(ctx.setting("image.unpack_timeout", 1800)), UMOCI_HINT)
         if rc != 0:
