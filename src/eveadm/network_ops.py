@@ -123,19 +123,26 @@ class NetworkOps:
         return cfg
 
     def network_get(self, name: str) -> dict:
+        return self._network_view(self.network_load(name), [rec.uuid for rec in self.network_users(name)])
+
+    def network_list(self) -> list[dict]:
+        users: dict[str, list[str]] = {}  # network -> its domains, from one pass over the records
+        for rec in self.store.all():
+            for name in dict.fromkeys(n.get("network") for n in rec.config.get("nics") or [] if isinstance(n, dict)):
+                users.setdefault(name, []).append(rec.uuid)
+        return [self._network_view(cfg, users.get(cfg["name"], [])) for cfg in self.store.networks()]
+
+    def _network_view(self, cfg: dict, domains: list[str]) -> dict:
+        """A network as get and list show it: its definition, what the host has of it, its domains."""
         from .network import host as nethost
 
-        cfg = self.network_load(name)
         out = dict(cfg)
         try:
             out.update(nethost.status(self.ctx, cfg))
         except EveadmError as exc:
-            self.warnings.append(f"cannot read network {name} on the host: {exc}")
-        out["domains"] = [rec.uuid for rec in self.network_users(name)]
+            self.warnings.append(f"cannot read network {cfg['name']} on the host: {exc}")
+        out["domains"] = domains
         return out
-
-    def network_list(self) -> list[dict]:
-        return [self.network_get(cfg["name"]) for cfg in self.store.networks()]
 
     def network_update(self, name: str, payload) -> tuple[dict, list[str]]:
         from .network import host as nethost

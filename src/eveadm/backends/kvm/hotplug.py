@@ -38,7 +38,7 @@ from ..vm import disks as vm_disks
 from ..vm.live import boot_max_vcpus, device_diff, disk_key, mac_key, nic_key, with_devices
 from . import nics as host_nics
 from .argv import is_q35, paths
-from .qmp import CONNECT_TIMEOUT, QMP_TIMEOUT, QmpError, _disconnect, describe, qmp, quiet_logging
+from .qmp import QmpError, device_del, qmp
 
 MiB = 1024 * 1024
 PORT_PREFIX = "hotplug"  # the spare root ports' ids: hotplug0, hotplug1, ...
@@ -169,60 +169,9 @@ class Live:
         return free[:n]
 
     def unplug(self, dev: str, child_event: bool = False) -> bool:
-        """device_del, then wait for QEMU's DEVICE_DELETED (the guest let it go) up to the unplug
-        timeout. On the event monitor when it can be had, so `status` keeps the command monitor.
-        `child_event`: the deletion of one of the device's children says it (a CPU: QEMU 7.2 reports
-        only its lapic's)."""
-        import asyncio
-
-        from qemu.qmp import QMPClient
-
-        quiet_logging()
-        timeout = _seconds(self.ctx, "kvm.unplug_timeout", UNPLUG_TIMEOUT)
-
-        async def connect():
-            client = QMPClient("eveadm-unplug")
-            try:
-                await asyncio.wait_for(client.connect(str(self.events)), CONNECT_TIMEOUT)
-                return client
-            except Exception:  # busy or gone: the command monitor serves as well
-                await _disconnect(client)
-            client = QMPClient("eveadm-unplug")
-            await asyncio.wait_for(client.connect(str(self.sock)), QMP_TIMEOUT)
-            return client
-
-        async def run() -> bool:
-            client = await connect()
-            try:
-                with client.listener("DEVICE_DELETED") as listener:
-                    try:
-                        await asyncio.wait_for(client.execute("device_del", {"id": dev}), QMP_TIMEOUT)
-                    except Exception as exc:
-                        if "not found" in str(exc):  # an earlier request the guest honoured late
-                            return True
-                        raise
-
-                    child = f"/machine/peripheral/{dev}/"
-
-                    async def deleted():
-                        while True:
-                            data = (await listener.get()).get("data") or {}
-                            if data.get("device") == dev or (child_event and
-                                                             str(data.get("path", "")).startswith(child)):
-                                return
-
-                    try:
-                        await asyncio.wait_for(deleted(), timeout)
-                        return True
-                    except (asyncio.TimeoutError, TimeoutError):
-                        return False
-            finally:
-                await _disconnect(client)
-
-        try:
-            return asyncio.run(run())
-        except Exception as exc:
-            raise QmpError(f"QMP device_del {dev} on {self.sock}: {describe(exc)}") from None
+        """device_del, then wait for the guest to let the device go, up to the unplug timeout."""
+        return device_del(self.events, self.sock, dev, _seconds(self.ctx, "kvm.unplug_timeout", UNPLUG_TIMEOUT),
+                          child_event)
 
     def refused(self, what: str) -> str:
         return f"the guest did not release {what} within {_seconds(self.ctx, 'kvm.unplug_timeout', UNPLUG_TIMEOUT):g} s"

@@ -117,6 +117,62 @@ def qmp_many(calls: dict[str, tuple[str | Path, list]], timeout: float = QMP_TIM
     return asyncio.run(run_all())
 
 
+def device_del(events_sock: str | Path, sock: str | Path, dev: str, timeout: float, child_event: bool = False) -> bool:
+    """device_del `dev`, then wait up to `timeout` s for QEMU's DEVICE_DELETED (the guest let it go):
+    True when it came. On the event monitor when it can be had (so `status` keeps the command
+    monitor), else on the command monitor. `child_event`: the deletion of one of the device's
+    children says it (a CPU: QEMU 7.2 reports only its lapic's). QmpError when the request fails."""
+    import asyncio
+
+    from qemu.qmp import QMPClient
+
+    quiet_logging()
+
+    async def connect():
+        client = QMPClient("eveadm-unplug")
+        try:
+            await asyncio.wait_for(client.connect(str(events_sock)), CONNECT_TIMEOUT)
+            return client
+        except Exception:  # busy or gone: the command monitor serves as well
+            await _disconnect(client)
+        client = QMPClient("eveadm-unplug")
+        await asyncio.wait_for(client.connect(str(sock)), QMP_TIMEOUT)
+        return client
+
+    async def run() -> bool:
+        client = await connect()
+        try:
+            with client.listener("DEVICE_DELETED") as listener:
+                try:
+                    await asyncio.wait_for(client.execute("device_del", {"id": dev}), QMP_TIMEOUT)
+                except Exception as exc:
+                    if "not found" in str(exc):  # an earlier request the guest honoured late
+                        return True
+                    raise
+
+                child = f"/machine/peripheral/{dev}/"
+
+                async def deleted():
+                    while True:
+                        data = (await listener.get()).get("data") or {}
+                        if data.get("device") == dev or (child_event and
+                                                         str(data.get("path", "")).startswith(child)):
+                            return
+
+                try:
+                    await asyncio.wait_for(deleted(), timeout)
+                    return True
+                except (asyncio.TimeoutError, TimeoutError):
+                    return False
+        finally:
+            await _disconnect(client)
+
+    try:
+        return asyncio.run(run())
+    except Exception as exc:
+        raise QmpError(f"QMP device_del {dev} on {sock}: {describe(exc)}") from None
+
+
 def wait_shutdown_event(events_sock: str | Path, pid: int, timeout: float) -> str:
     """Wait on QEMU's event monitor until the guest is down or QEMU is gone.
 
