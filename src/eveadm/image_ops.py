@@ -30,9 +30,8 @@ class ImageOps:
         new user, or wins and the create is refused."""
         from .images import lookup
 
-        store_runs_image = getattr(self.backend(cfg["brand"]), "image_store", False)
-        refs = [(p, r) for p, r in self._image_refs(cfg)
-                if p != "image" or (store_runs_image and not r.startswith(("/", "oci:")))]
+        backend = self.backend(cfg["brand"])
+        refs = [(p, r) for p, r in self._image_refs(cfg) if p != "image" or backend.stored_image_ref(r)]
         if not refs:
             yield
             return
@@ -96,11 +95,11 @@ class ImageOps:
 
         if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
             return []
-        brand, ref = payload.get("brand"), payload["image"]
-        if brand not in brands() or not getattr(self.backend(brand), "image_store", False):
+        if payload.get("brand") not in brands():
             return []
-        if ref.startswith(("/", "oci:")) or is_digest(ref) or reference_problem(ref):
-            return []  # validation says what is wrong with it
+        ref = self.backend(payload["brand"]).stored_image_ref(payload["image"])
+        if ref is None or is_digest(ref) or reference_problem(ref):
+            return []  # not a stored image's name, or one validation says what is wrong with
         if lookup(self.ctx.root_dir, ref) is not None:
             return []
         return [self.image_pull("docker://" + ref)]

@@ -194,6 +194,12 @@ class Backend:
         """Brand-specific checks of a payload already valid by the schema: [(property path, message)]."""
         return []
 
+    def stored_image_ref(self, image: str) -> str | None:
+        """The image store's name or digest that a payload's `image` names, None when it names
+        something else (a path) or the brand runs no stored images: the engine holds that image
+        against deletion while the domain is made, and `create --pull` fetches it when missing."""
+        return None
+
     def render(self, dom: Domain) -> str:
         """Text of the artefact create would use (xl cfg, QEMU argv, config.json, rkt argv + env)."""
         import json

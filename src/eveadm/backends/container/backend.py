@@ -198,7 +198,6 @@ class Runtime:
 
 
 class ContainerBackend(Backend):
-    image_store = True  # `image` may name a stored image: `create --pull` fetches one that is missing
 
     def __init__(self, ctx: BackendContext, facts=None):
         super().__init__(ctx, facts)
@@ -350,6 +349,10 @@ class ContainerBackend(Backend):
         if config.get("pci_devices"):
             bad.append(("pci_devices", "brand container does not assign PCI devices"))
         return bad
+
+    def stored_image_ref(self, ref: str) -> str | None:
+        kind, path, _ = image.parse_image(ref)
+        return path if kind == "store" else None  # not a directory, not oci:LAYOUT
 
     def _paths(self, dom: Domain) -> dict[str, str]:
         data, run = dom.data_path, dom.run_path
