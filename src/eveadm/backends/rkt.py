@@ -31,7 +31,6 @@ or is gone.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from pathlib import Path
 from typing import Iterable

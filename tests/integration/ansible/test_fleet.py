@@ -23,17 +23,9 @@ pytestmark = pytest.mark.container
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
-ARTIFACTS = Path(os.environ.get("EVEADM_ARTIFACTS", "/var/cache/eveadm/artifacts"))
 SSHD = "/usr/sbin/sshd"
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 NODES = ("node1", "node2", "node3")
-
-
-@pytest.fixture(scope="module")
-def rootfs() -> Path:
-    out = ARTIFACTS / "rootfs"
-    subprocess.run([str(REPO / "scripts" / "build-rootfs.sh"), str(out)], check=True)
-    return out
 
 
 def accepts(port: int) -> bool:

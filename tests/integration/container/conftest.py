@@ -9,8 +9,6 @@ afterwards (containers deleted with their runtime, overlay mounts unmounted).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import uuid as uuidlib
 from pathlib import Path
 
@@ -22,8 +20,6 @@ from eveadm.backends.host import BackendContext
 from eveadm.backends.container import ContainerBackend
 
 REPO = Path(__file__).resolve().parents[3]
-BUILD = REPO / "scripts" / "build-rootfs.sh"
-ARTIFACTS = Path(os.environ.get("EVEADM_ARTIFACTS", "/var/cache/eveadm/artifacts"))
 RUNTIMES = ("runc", "crun")
 
 pytestmark = pytest.mark.container
@@ -34,20 +30,6 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.container)
-
-
-@pytest.fixture(scope="session")
-def rootfs() -> Path:
-    out = ARTIFACTS / "rootfs"
-    subprocess.run([str(BUILD), str(out)], check=True)
-    return out
-
-
-@pytest.fixture(scope="session")
-def oci_layout(rootfs) -> Path:
-    layout = ARTIFACTS / "oci-busybox"
-    subprocess.run([str(BUILD), "--oci", str(layout), str(rootfs)], check=True)
-    return layout
 
 
 @pytest.fixture

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from clitest import ARTIFACTS, Cli, free_port
+from clitest import Cli, free_port
 from eveadm.backends.host import wait_until
 
-REPO = Path(__file__).resolve().parents[3]
 REGISTRY_START = 30  # s
 
 
@@ -70,16 +69,6 @@ class Registry:
             self.proc.kill()
             self.proc.wait()
         self.log.close()
-
-
-@pytest.fixture(scope="session")
-def oci_layout() -> Path:
-    """An OCI layout of the busybox root filesystem (tag latest; cmd prints EVEADM-OCI-READY)."""
-    rootfs = ARTIFACTS / "rootfs"
-    subprocess.run([str(REPO / "scripts" / "build-rootfs.sh"), str(rootfs)], check=True)
-    layout = ARTIFACTS / "oci-busybox"
-    subprocess.run([str(REPO / "scripts" / "build-rootfs.sh"), "--oci", str(layout), str(rootfs)], check=True)
-    return layout
 
 
 @pytest.fixture(scope="session")

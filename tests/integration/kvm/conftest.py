@@ -11,28 +11,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from kvmtest import REPO, artifacts_dir, config, qemus_under, remove_socket_dirs_of
+from kvmtest import config, qemus_under, remove_socket_dirs_of
 from eveadm.backends.base import Domain
 from eveadm.backends.host import BackendContext, pid_alive, wait_until
-
-
-@pytest.fixture(scope="session")
-def guest() -> Path:
-    """Kernel + initramfs of the test guest (built once, cached)."""
-    if not shutil.which("qemu-system-x86_64"):
-        pytest.fail("qemu-system-x86_64 is missing: apt-get install qemu-system-x86")
-    out = artifacts_dir() / "guest"
-    proc = subprocess.run(["sh", str(REPO / "scripts" / "build-guest.sh"), str(out)],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"build-guest.sh failed: {proc.stderr}"
-    assert (out / "vmlinuz").is_file() and (out / "initramfs.cpio.gz").is_file()
-    return out
 
 
 @pytest.fixture

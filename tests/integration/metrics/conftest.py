@@ -22,28 +22,9 @@ from clitest import Cli, free_port, remove_container_leftovers
 from eveadm.backends.host import pid_alive, wait_until
 
 REPO = Path(__file__).resolve().parents[3]
-ARTIFACTS = Path(os.environ.get("EVEADM_ARTIFACTS", "/var/cache/eveadm/artifacts"))
 sys.path.insert(0, str(REPO / "tests" / "integration" / "kvm"))  # kvmtest: the kvm tests' QEMU helpers
 
 from kvmtest import qemus_under, remove_socket_dirs_of  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def rootfs() -> Path:
-    out = ARTIFACTS / "rootfs"
-    subprocess.run([str(REPO / "scripts" / "build-rootfs.sh"), str(out)], check=True, capture_output=True)
-    return out
-
-
-@pytest.fixture(scope="session")
-def guest() -> Path:
-    if not shutil.which("qemu-system-x86_64"):
-        pytest.fail("qemu-system-x86_64 is missing: apt-get install qemu-system-x86")
-    out = ARTIFACTS / "guest"
-    proc = subprocess.run(["sh", str(REPO / "scripts" / "build-guest.sh"), str(out)], capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, f"build-guest.sh failed: {proc.stderr}"
-    return out
 
 
 @pytest.fixture

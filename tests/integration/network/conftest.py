@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from eveadm.network import host as nethost
-from netnstest import ARTIFACTS, Namespace, NetnsCli, NsCli, delete_namespace, new_namespace, ns_view
+from netnstest import Namespace, NetnsCli, NsCli, delete_namespace, new_namespace, ns_view
 
 
 def _missing() -> str | None:
@@ -53,27 +53,6 @@ def cli(root, ns):
 
 
 # -- scenarios: containers and VMs on eveadm's networks, the CLI under nsenter ----------------------
-REPO = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(scope="session")
-def rootfs() -> Path:
-    """The busybox root filesystem of the containers (scripts/build-rootfs.sh, cached)."""
-    out = ARTIFACTS / "rootfs"
-    subprocess.run(["sh", str(REPO / "scripts" / "build-rootfs.sh"), str(out)], check=True,
-                   capture_output=True, timeout=600)
-    return out
-
-
-@pytest.fixture(scope="session")
-def guest() -> Path:
-    """The kvm test guest (scripts/build-guest.sh, cached): virtio_net, udhcpc, its address on ttyS0."""
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.fail("qemu-system-x86_64 is missing: apt-get install qemu-system-x86")
-    out = ARTIFACTS / "guest"
-    subprocess.run(["sh", str(REPO / "scripts" / "build-guest.sh"), str(out)], check=True,
-                   capture_output=True, timeout=600)
-    return out
 
 
 @pytest.fixture
