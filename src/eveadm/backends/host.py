@@ -70,10 +70,11 @@ class BackendContext:
         except (TypeError, ValueError):
             return default
 
-    def cache_dir(self, name: str) -> Path:
-        """A per-host cache (probe results, unpacked images) that survives domains."""
-        path = self.root / "cache" / name
-        privatedir.ensure(str(path))
+    def cache_dir(self, name: str) -> str:
+        """<root>/cache/<name>, owner-only: a per-host cache (probe results, unpacked images) that
+        survives domains."""
+        path = privatedir.ensure(os.path.join(self.root_dir, "cache", name))
+        os.chmod(path, 0o700)  # also one made before eveadm kept its caches private
         return path
 
     # -- external commands ------------------------------------------------

@@ -120,7 +120,7 @@ def test_probe_is_cached_per_host(tmp_path, monkeypatch):
     monkeypatch.setenv("EVEADM_CONTAINER_RUNTIME", "auto")
     ctx = BackendContext(tmp_path / "root")
     first = ContainerBackend(ctx).runtime()
-    verdicts = json.loads((ctx.cache_dir("container") / "runtime.json").read_text())
+    verdicts = json.loads((Path(ctx.cache_dir("container")) / "runtime.json").read_text())
     assert any(v["error"] is None for v in verdicts.values())
     runs_before = ctx.command_log.read_text().count('"run"')
     second = ContainerBackend(ctx).runtime()
@@ -271,7 +271,7 @@ def test_oci_image_layout(cconfig, backend, oci_layout, make_domain):
     assert st.state == RUNNING
     assert wait_log(backend, dom, "EVEADM-OCI-READY cwd=/tmp image=busybox")
     _, digest = image.resolve_manifest(str(oci_layout), "latest")
-    cached = backend.ctx.cache_dir("container") / "oci" / digest.replace(":", "_") / "rootfs"
+    cached = Path(backend.ctx.cache_dir("container"), "oci", digest.replace(":", "_"), "rootfs")
     assert (cached / "bin" / "busybox").exists()
     assert dom.backend["lower"] == str(cached)
     # a second domain from the same image reuses the unpacked tree

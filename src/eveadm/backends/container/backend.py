@@ -221,7 +221,7 @@ class ContainerBackend(Backend):
 
     def _probe(self, name: str, path: str, wrap: bool) -> str | None:
         """Run the host's `true` in a throw-away container; None when that works, else why not (one line)."""
-        cache = self._cache_dir()
+        cache = self.ctx.cache_dir("container")
         verdicts_file = os.path.join(cache, "runtime.json")
         label = f"{name}{'+unshare' if wrap else ''}"
         key = self._probe_key(path)
@@ -257,12 +257,6 @@ class ContainerBackend(Backend):
         verdicts[label] = {"key": key, "error": error, "time": time.time()}
         privatedir.write_private(verdicts_file, json.dumps(verdicts, indent=1))
         return error
-
-    def _cache_dir(self) -> str:
-        """<root>/cache/container, owner-only: the probe's verdicts and container, unpacked oci: layouts."""
-        cache = privatedir.ensure(os.path.join(self.ctx.root_dir, "cache", "container"))
-        os.chmod(cache, 0o700)
-        return cache
 
     def runtime(self) -> Runtime:
         """The runtime new containers use (probing once per boot); BackendUnavailable says why none works."""
@@ -386,7 +380,7 @@ class ContainerBackend(Backend):
             cfg = image.image_config(path, digest)
         except image.ImageError as exc:  # no retry reads an unreadable image
             raise PermanentError(str(exc)) from None
-        cached = os.path.join(self._cache_dir(), "oci", digest.replace(":", "_"))
+        cached = os.path.join(self.ctx.cache_dir("container"), "oci", digest.replace(":", "_"))
         if os.path.isdir(os.path.join(cached, "rootfs")):
             return os.path.join(cached, "rootfs"), cfg
         if not unpack:
