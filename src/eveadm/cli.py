@@ -407,13 +407,16 @@ class OutputError(EveadmError):
     write fails later, at the final flush (with PYTHONUNBUFFERED it fails here, in the command)."""
 
 
-def out(text: str) -> None:
-    """Every write to stdout goes through here."""
+def out(text: str, flush: bool = False) -> None:
+    """Every write to stdout goes through here (`flush`: now, for output that streams)."""
     try:
         sys.stdout.write(text)
+        if flush:
+            sys.stdout.flush()
     except BrokenPipeError:
         raise  # the reader went away: main ends quietly
     except OSError as exc:
+        sys.stdout = None  # what it holds cannot be written: nothing (the launcher's flush) tries again
         raise OutputError(f"cannot write the output: {exc.strerror or exc}") from None
 
 
@@ -654,10 +657,9 @@ def cmd_stats(args, node) -> int:
     while True:  # until Ctrl-C (exit 130, as every interrupted command)
         rows = node.stats(args.uuid or None)
         if args.json:
-            out(dumps(rows, indent=None) + "\n")
+            out(dumps(rows, indent=None) + "\n", flush=True)
         else:
-            out(("\x1b[H\x1b[2J" if sys.stdout.isatty() else "") + _stats_table(rows, before))
-        sys.stdout.flush()
+            out(("\x1b[H\x1b[2J" if sys.stdout.isatty() else "") + _stats_table(rows, before), flush=True)
         before = {r["uuid"]: r for r in rows}
         with interrupts.waiting():
             time.sleep(args.watch)  # the refresh interval the operator asked for
@@ -702,13 +704,11 @@ def cmd_console(args, node) -> int:
 def cmd_events(args, node) -> int:
     for ev in node.events(args.uuid, follow=args.follow):
         if args.json:
-            out(dumps(ev, indent=None) + "\n")
+            out(dumps(ev, indent=None) + "\n", flush=args.follow)
         else:
             detail = " ".join(f"{k}={v}" for k, v in ev.items() if k not in ("id", "time", "uuid", "alias", "type"))
-            out(f"{ev['time']}  {ev['uuid']}  {(ev['alias'] or '-'):<12}  {ev['type']:<20}  "
-                             f"{detail}".rstrip() + "\n")
-        if args.follow:
-            sys.stdout.flush()
+            out(f"{ev['time']}  {ev['uuid']}  {(ev['alias'] or '-'):<12}  {ev['type']:<20}  {detail}".rstrip() + "\n",
+                flush=args.follow)
     return 0
 
 

@@ -124,8 +124,8 @@ class ImageOps:
             name = spec.normalize_name(name) if name is not None else None
         except spec.SpecError as exc:
             raise ValidationError(str(exc)) from None
-        return self._store_staged(image_store.import_disk(self.ctx, kind, where, expected), name, "image.import", where,
-                            ("format",))
+        staged = image_store.import_disk(self.ctx, kind, where, expected)
+        return self._store_staged(staged, name, "image.import", where, facts=("format",))
 
     def _store_staged(self, staged, name: str | None, etype: str, source: str, facts: tuple = ()) -> dict:
         """The half of a pull or import that runs under the images lock: link what was staged into

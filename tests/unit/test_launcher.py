@@ -53,9 +53,10 @@ def test_output_that_cannot_be_written_is_one_line_and_a_failure(tmp_path):
     uuid = eveadm.Node(root=tmp_path).create({"brand": "null"})["uuid"]
     # buffered, the write fails at the launcher's last flush; unbuffered, inside the command
     for env in (BUFFERED, dict(BUFFERED, PYTHONUNBUFFERED="1")):
-        for argv in (["get", uuid], ["list", "-j"], ["--version"]):
+        # stats and events --follow stream (each write flushed) until stopped: a refused write ends them
+        for argv in (["get", uuid], ["list", "-j"], ["--version"], ["stats"], ["events", "--follow", "-j"]):
             with open("/dev/full", "w") as full:
                 proc = subprocess.run(LAUNCHER + ["--root", str(tmp_path), *argv], stdout=full,
-                                      stderr=subprocess.PIPE, text=True, env=env)
+                                      stderr=subprocess.PIPE, text=True, env=env, timeout=30)
             assert (proc.returncode, proc.stderr) == (1, "eveadm: cannot write the output: No space left on device\n"), \
                 (argv, env.get("PYTHONUNBUFFERED"))

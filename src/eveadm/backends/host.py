@@ -251,6 +251,17 @@ def pid_alive(pid: int | None) -> bool:
         return False
 
 
+def read_pid(path) -> int | None:
+    """The pid in a pid file (QEMU's, dnsmasq's, conmon's, a runtime's); None when the file is
+    missing or holds no pid."""
+    try:
+        with open(path) as fh:
+            pid = int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 else None  # never 0 or -N: kill() would signal a whole process group
+
+
 def proc_argv(pid: int) -> list[bytes]:
     """A process's argv from /proc/PID/cmdline; [] when it is gone (or a kernel thread)."""
     try:

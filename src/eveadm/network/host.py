@@ -19,7 +19,7 @@ import os
 import signal
 
 from .. import privatedir
-from ..backends.host import BackendContext, pid_alive, proc_argv, wait_until, which
+from ..backends.host import BackendContext, pid_alive, proc_argv, read_pid, wait_until, which
 from ..errors import BackendError, BackendUnavailable
 from . import BRIDGE_PREFIX, pools, root_of, state_dir
 from .spec import IFNAME_RE, NAME_RE
@@ -176,12 +176,8 @@ def _is_our_dnsmasq(pid: int, pidfile: str) -> bool:
 def dnsmasq_pid(root, name: str) -> int | None:
     """The pid of the network's running dnsmasq, or None."""
     path = pid_file(root, name)
-    try:
-        with open(path) as fh:
-            pid = int(fh.read().strip() or 0)
-    except (OSError, ValueError):
-        return None
-    return pid if pid and pid_alive(pid) and _is_our_dnsmasq(pid, path) else None
+    pid = read_pid(path)
+    return pid if pid_alive(pid) and _is_our_dnsmasq(pid, path) else None
 
 
 def our_dnsmasqs(root) -> dict[int, str]:

@@ -13,7 +13,7 @@ import pytest
 from eveadm.backends.base import ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN
 from eveadm.backends.container import ContainerBackend, image, monitor, spec
 from eveadm.backends.container.backend import INSTALL_HINT, hybrid_cgroups
-from eveadm.backends.host import BackendContext, wait_until
+from eveadm.backends.host import BackendContext, read_pid, wait_until
 from eveadm.errors import BackendError, BackendUnavailable, NotSupported
 
 
@@ -439,7 +439,7 @@ def test_hung_runtime_create_fails_within_the_handshake_timeout(cconfig, backend
 
         def freeze():
             def frozen():
-                pid = monitor.read_pid(files.conmon_pid)
+                pid = read_pid(files.conmon_pid)
                 if pid is None:
                     return False
                 os.kill(pid, signal.SIGSTOP)

@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 from ..base import (
     ABSENT, CRASHED, FORCED, PAUSED, RUNNING, SHUTDOWN, Backend, Domain, Orphan, Status,
 )
-from ..host import BackendContext, command_error, logrus_message, pid_alive, wait_until, which
+from ..host import BackendContext, command_error, logrus_message, pid_alive, read_pid, wait_until, which
 from . import cni, image, monitor, parts, spec
 
 INSTALL_HINT = "brand container needs runc or crun: apt-get install runc"
@@ -674,7 +674,7 @@ class ContainerBackend(Backend):
         """Remember a signal eveadm sends, so a death by it reads as a stop, not a crash. Only while
         the program lives: a destroy after an outside kill must not excuse that kill."""
         files = self._files(dom)
-        if os.path.exists(files.exit) or not pid_alive(dom.backend.get("pid") or monitor.read_pid(files.container_pid)):
+        if os.path.exists(files.exit) or not pid_alive(dom.backend.get("pid") or read_pid(files.container_pid)):
             return
         sent = dom.backend.setdefault("signals_sent", [])
         if int(sig) not in sent:

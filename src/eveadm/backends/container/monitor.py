@@ -33,7 +33,7 @@ import signal as _signal
 import time
 
 from ...errors import BackendError, BackendUnavailable
-from ..host import last_line, logrus_message, pid_alive, proc_argv, which
+from ..host import last_line, logrus_message, pid_alive, proc_argv, read_pid, which
 
 INSTALL_HINT = "brand container needs conmon: apt-get install conmon"
 HANDSHAKE_TIMEOUT = 60  # s: conmon answers once `<runtime> create` has returned
@@ -82,16 +82,6 @@ class RunFiles:
         """Files of a finished run (not the log: it is kept until the domain is deleted)."""
         return [self.conmon_pid, self.container_pid, self.exit, self.oom, self.attach, self.ctl,
                 os.path.join(self.bundle, "winsz")]
-
-
-def read_pid(path: str) -> int | None:
-    """The pid in a pid file (conmon's, the runtime's); None when it is missing or holds no pid."""
-    try:
-        with open(path) as fh:
-            pid = int(fh.read().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if pid > 0 else None  # never 0 or -N: kill() would signal a whole process group
 
 
 def conmon_path() -> str:

@@ -61,7 +61,7 @@ from typing import Iterable
 from ... import privatedir
 from ...errors import BackendError, BackendUnavailable, EveadmError, PermanentError
 from ..base import ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN, Backend, Domain, Orphan, Status
-from ..host import last_output_line, pid_alive, proc_argv, wait_until, which
+from ..host import last_output_line, pid_alive, proc_argv, read_pid, wait_until, which
 from ..vm import cloudinit, disks, pci
 from ..vm.kernel import not_a_kernel
 from . import argv as qemu_argv
@@ -194,10 +194,9 @@ class KvmBackend(Backend):
         if proc.returncode != 0:
             message = _qemu_failed(proc, p["qemu_log"])
             raise (PermanentError if PERMANENT_QEMU_ERRORS.search(message) else BackendError)(message)
-        try:
-            pid = int(p["pidfile"].read_text().strip())
-        except (OSError, ValueError):
-            raise BackendError(f"{QEMU} started but wrote no pid file {p['pidfile']}") from None
+        pid = read_pid(p["pidfile"])
+        if pid is None:
+            raise BackendError(f"{QEMU} started but wrote no pid file {p['pidfile']}")
         dom.backend.update({
             "pid": pid, "accel": accel, "accel_reason": why, "machine": dom.config.get("machine", "q35"),
             "qmp": str(p["qmp"]), "qmp_events": str(p["events"]), "serial": str(p["serial"]),
@@ -310,10 +309,7 @@ class KvmBackend(Backend):
         pid = dom.backend.get("pid")
         if pid:
             return pid
-        try:
-            pid = int(paths(dom)["pidfile"].read_text().strip())
-        except (OSError, ValueError):
-            return None
+        pid = read_pid(paths(dom)["pidfile"])
         return pid if pid_alive(pid) and self._is_ours(dom, pid) else None
 
     def _sock(self, dom: Domain) -> Path:
