@@ -146,6 +146,22 @@ def test_a_pull_killed_at_any_point_lists_nothing_new_and_a_second_pull_succeeds
     assert img["digest"] == registry.digest and len(blobs(root)) == 3
 
 
+def child_named(pid: int, name: str) -> int | None:
+    """The pid of a child of `pid` whose command is `name`, if one runs now."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    stat_line = fh.read()
+            except OSError:
+                continue
+            comm = stat_line[stat_line.index("(") + 1:stat_line.rindex(")")]
+            ppid = int(stat_line[stat_line.rindex(")") + 2:].split()[1])
+            if ppid == pid and comm == name:
+                return int(entry)
+    return None
+
+
 def test_sigkill_of_a_running_skopeo_pull_leaves_a_partial_that_doctor_removes(icli, registry, root):
     import signal
     import subprocess
@@ -154,10 +170,20 @@ def test_sigkill_of_a_running_skopeo_pull_leaves_a_partial_that_doctor_removes(i
     ref = f"{registry.host}/busybox:1"
     proc = subprocess.Popen([sys.executable, "-m", "eveadm", "--root", str(root), "image", "pull", ref],
                             env=icli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    partial = root / "images" / "partial"
-    assert wait_until(lambda: partial.is_dir() and any(partial.iterdir()), 30)
+    skopeo = {}
+
+    def skopeo_runs() -> bool:
+        skopeo["pid"] = child_named(proc.pid, "skopeo")
+        return skopeo["pid"] is not None
+
+    assert wait_until(skopeo_runs, 30)
+    # Held still, skopeo cannot finish, so eveadm is killed while the copy is under way, every time.
+    os.kill(skopeo["pid"], signal.SIGSTOP)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
+    os.kill(skopeo["pid"], signal.SIGKILL)
+    partial = root / "images" / "partial"
+    assert any(partial.iterdir())
     assert icli.json("image", "list", "-j") == []
     found = icli("doctor")
     assert found.returncode == 1 and "images/partial/pull-" in found.stdout
