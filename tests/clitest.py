@@ -63,6 +63,40 @@ def remove_container_leftovers(root: Path) -> None:
             subprocess.run(["umount", "--lazy", target], capture_output=True, timeout=30)
 
 
+def _stat(pid) -> tuple[str, str, int] | None:
+    """(command name, one-letter state, parent pid) of process `pid` from /proc, None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            line = fh.read()
+    except OSError:
+        return None
+    state, ppid = line[line.rindex(b")") + 2:].split()[:2]
+    return line[line.index(b"(") + 1:line.rindex(b")")].decode(errors="replace"), state.decode(), int(ppid)
+
+
+def process_state(pid: int) -> str | None:
+    """The state of process `pid` (R, S, T when stopped, Z...), None when it is gone."""
+    fields = _stat(pid)
+    return fields[1] if fields else None
+
+
+def processes(comm: str, parent: int | None = None, needle: bytes = b"") -> list[int]:
+    """Pids of live processes (zombies aside) named `comm`, optionally children of `parent` and with
+    `needle` in their (NUL-separated) command line."""
+    pids = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        fields = _stat(entry)
+        if not fields or fields[0] != comm or fields[1] == "Z" or parent not in (None, fields[2]):
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                if needle in fh.read():
+                    pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 nothing listens on now (for a server a test starts)."""
     with socket.socket() as s:

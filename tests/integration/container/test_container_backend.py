@@ -10,16 +10,19 @@ from pathlib import Path
 
 import pytest
 
+from clitest import processes
 from eveadm.backends.base import ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN
 from eveadm.backends.container import ContainerBackend, image, monitor, spec
 from eveadm.backends.container.backend import INSTALL_HINT, hybrid_cgroups
-from eveadm.backends.host import BackendContext, read_pid, wait_until
+from eveadm.backends.host import BackendContext, pid_alive, read_pid, wait_until
 from eveadm.errors import BackendError, BackendUnavailable, NotSupported
 
 
 # PID 1 of a pid namespace ignores signals it has no handler for: test programs
 # trap TERM, and sleep in the background + `wait` so the trap runs at once.
-LOOP = "trap 'echo GOT-TERM; exit 3' TERM; while true; do sleep 1 & wait; done"
+TRAP_TERM = "trap 'echo GOT-TERM; exit 3' TERM"
+FOREVER = "while true; do sleep 1 & wait; done"
+LOOP = f"{TRAP_TERM}; {FOREVER}"
 
 
 def log_text(backend, dom) -> str:
@@ -134,7 +137,7 @@ def test_probe_is_cached_per_host(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------
 def test_full_lifecycle(cconfig, backend, rootfs, make_domain):
     dom = make_domain(cconfig(
-        rootfs, ["/bin/sh", "-c", f"echo READY $GREETING $(pwd) $(hostname); {LOOP}"],
+        rootfs, ["/bin/sh", "-c", f"{TRAP_TERM}; echo READY $GREETING $(pwd) $(hostname); {FOREVER}"],
         alias="life", env={"GREETING": "hello"}, workdir="/tmp"))
     backend.prepare(dom)
     created = backend.create_paused(dom)
@@ -217,10 +220,11 @@ def test_program_ignoring_term_needs_force(cconfig, backend, rootfs, make_domain
 
 def test_kill_signal(cconfig, backend, rootfs, make_domain):
     dom = make_domain(cconfig(
-        rootfs, ["/bin/sh", "-c", "trap 'echo USR1' USR1; while true; do sleep 1 & wait; done"]))
+        rootfs, ["/bin/sh", "-c", "trap 'echo GOT-USR1' USR1; echo TRAPPED; while true; do sleep 1 & wait; done"]))
     start(backend, dom)
+    assert wait_log(backend, dom, "TRAPPED")  # PID 1 without a handler yet would drop the signal
     backend.kill(dom, signal.SIGUSR1)
-    assert wait_log(backend, dom, "USR1")
+    assert wait_log(backend, dom, "GOT-USR1")
     assert backend.status([dom])[dom.uuid].state == RUNNING
     backend.destroy(dom)
     assert backend.wait_gone(dom, 10)
@@ -426,33 +430,28 @@ def test_interrupted_create_is_found_and_cleaned(cconfig, backend, rootfs, make_
 
 
 def test_hung_runtime_create_fails_within_the_handshake_timeout(cconfig, backend, rootfs, make_domain,
-                                                               monkeypatch):
+                                                               monkeypatch, tmp_path):
     # a create that never answers: conmon and the runtime under it are ended, the error says so
     dom = make_domain(cconfig(rootfs, ["/bin/true"]))
     backend.prepare(dom)
-    stopped = []
+    spawned = []
     real_spawn = monitor.spawn
 
     def spawn_with_frozen_runtime(ctx, command, files, timeout=None):
-        # SIGSTOP every process of the new conmon session as soon as it appears: create never returns
-        import threading
-
-        def freeze():
-            def frozen():
-                pid = read_pid(files.conmon_pid)
-                if pid is None:
-                    return False
-                os.kill(pid, signal.SIGSTOP)
-                stopped.append(pid)
-                return True
-            wait_until(frozen, 5, first=0.001, cap=0.005)
-        threading.Thread(target=freeze, daemon=True).start()
-        return real_spawn(ctx, command, files, 1)
+        # the runtime conmon starts stops itself before it does anything: create never returns
+        at = command.index("--runtime") + 1
+        frozen = tmp_path / "frozen-runtime"
+        frozen.write_text(f'#!/bin/sh\nkill -STOP $$\nexec {command[at]} "$@"\n')
+        frozen.chmod(0o700)
+        spawned.append(files)
+        return real_spawn(ctx, [*command[:at], str(frozen), *command[at + 1:]], files, 1)
 
     monkeypatch.setattr(monitor, "spawn", spawn_with_frozen_runtime)
     with pytest.raises(BackendError, match="no answer from conmon"):
         backend.create_paused(dom)
-    assert stopped and wait_until(lambda: not Path(f"/proc/{stopped[0]}").exists(), 5), "conmon ended"
+    conmon = read_pid(spawned[0].conmon_pid)
+    assert conmon and wait_until(lambda: not pid_alive(conmon), 5), "conmon ended"
+    assert wait_until(lambda: not processes("frozen-runtime"), 5), "the runtime under it ended"
     backend.destroy(dom)
     backend.release(dom, delete=True)
 

@@ -28,22 +28,27 @@ class Registry:
             pytest.fail("docker-registry is missing: apt-get install docker-registry (scripts/setup.sh --tests)")
         self.storage = workdir / "storage"
         self.storage.mkdir(parents=True)
-        self.port = free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        config = workdir / "config.yml"
-        config.write_text(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n"
-            f"    rootdirectory: {self.storage}\n  delete:\n    enabled: true\nhttp:\n  addr: {self.host}\n")
         self.log = open(workdir / "registry.log", "wb")
-        self.proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        if not wait_until(self._answers, REGISTRY_START):
-            self.stop()
-            pytest.fail(f"docker-registry did not answer on {self.host}: {(workdir / 'registry.log').read_text()}")
+        for _ in range(3):  # a free port can be taken before the registry binds it: then a new port
+            self.port = free_port()
+            self.host = f"127.0.0.1:{self.port}"
+            config = workdir / "config.yml"
+            config.write_text(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n"
+                f"    rootdirectory: {self.storage}\n  delete:\n    enabled: true\nhttp:\n  addr: {self.host}\n")
+            self.proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=self.log,
+                                         stderr=subprocess.STDOUT)
+            answered = wait_until(self._answers_or_ended, REGISTRY_START)
+            if answered and self.proc.poll() is None:
+                return
+            if self.proc.poll() is None:
+                break  # alive and silent: no second try
+        self.stop()
+        pytest.fail(f"docker-registry did not answer on {self.host}: {(workdir / 'registry.log').read_text()}")
 
-    def _answers(self) -> bool:
+    def _answers_or_ended(self) -> bool:
         if self.proc.poll() is not None:
-            return True  # dead: reported by the caller's check
+            return True
         try:
             with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1) as resp:
                 return resp.status == 200

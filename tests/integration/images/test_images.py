@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from clitest import ARTIFACTS, commands, tree_bytes
+from clitest import ARTIFACTS, commands, process_state, processes, tree_bytes
 from eveadm.backends.host import wait_until
 
 pytestmark = pytest.mark.container
@@ -146,42 +146,32 @@ def test_a_pull_killed_at_any_point_lists_nothing_new_and_a_second_pull_succeeds
     assert img["digest"] == registry.digest and len(blobs(root)) == 3
 
 
-def child_named(pid: int, name: str) -> int | None:
-    """The pid of a child of `pid` whose command is `name`, if one runs now."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    stat_line = fh.read()
-            except OSError:
-                continue
-            comm = stat_line[stat_line.index("(") + 1:stat_line.rindex(")")]
-            ppid = int(stat_line[stat_line.rindex(")") + 2:].split()[1])
-            if ppid == pid and comm == name:
-                return int(entry)
-    return None
-
-
-def test_sigkill_of_a_running_skopeo_pull_leaves_a_partial_that_doctor_removes(icli, registry, root):
+def test_sigkill_of_a_running_skopeo_pull_leaves_a_partial_that_doctor_removes(icli, registry, root, tmp_path):
+    import shutil
     import signal
     import subprocess
     import sys
 
+    # skopeo, held still as it starts (a wrapper first on PATH stops itself): eveadm is killed while
+    # its copy is under way, every time, however fast the real copy would have been
+    wrapper_dir = tmp_path / "bin"
+    wrapper_dir.mkdir()
+    (wrapper_dir / "skopeo").write_text(f'#!/bin/sh\nkill -STOP $$\nexec {shutil.which("skopeo")} "$@"\n')
+    (wrapper_dir / "skopeo").chmod(0o700)
+    env = {**icli.env, "PATH": f"{wrapper_dir}:{os.environ['PATH']}"}
     ref = f"{registry.host}/busybox:1"
     proc = subprocess.Popen([sys.executable, "-m", "eveadm", "--root", str(root), "image", "pull", ref],
-                            env=icli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    skopeo = {}
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-    def skopeo_runs() -> bool:
-        skopeo["pid"] = child_named(proc.pid, "skopeo")
-        return skopeo["pid"] is not None
+    def skopeo_held() -> list[int]:
+        return [pid for pid in processes("skopeo", parent=proc.pid) if process_state(pid) == "T"]
 
-    assert wait_until(skopeo_runs, 30)
-    # Held still, skopeo cannot finish, so eveadm is killed while the copy is under way, every time.
-    os.kill(skopeo["pid"], signal.SIGSTOP)
+    assert wait_until(lambda: skopeo_held() or proc.poll() is not None, 30)
+    assert proc.poll() is None, (proc.returncode, proc.stderr.read())
+    (skopeo,) = skopeo_held()
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
-    os.kill(skopeo["pid"], signal.SIGKILL)
+    os.kill(skopeo, signal.SIGKILL)
     partial = root / "images" / "partial"
     assert any(partial.iterdir())
     assert icli.json("image", "list", "-j") == []

